@@ -1,0 +1,49 @@
+# flexguard: `make serve` starts the service on the shipped model; `make test` runs every test.
+# Both create .venv and install what they need; nothing is installed by hand.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+FLEXGUARD := $(BIN)/flexguard
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Training data and the run folder for `make model` (git-ignored).
+DATA ?= ../shared/flexdata
+RUN ?= runs/model
+
+.PHONY: serve test model lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Stamp files record which extras are installed, and re-install when pyproject.toml changes.
+$(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed-serve
+
+serve: $(VENV)/.installed-serve
+	$(FLEXGUARD) serve
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+# Retrain on $(DATA), evaluate against the linear probe and the zero-training baseline on the grouped
+# validation split, and replace the shipped model. ~30 min on 2 CPU cores. Not part of `make test`.
+model: $(VENV)/.installed-test
+	$(FLEXGUARD) train $(DATA) --out $(RUN)
+	$(FLEXGUARD) export --checkpoint $(RUN)/checkpoint.pt --out $(RUN)/flexguard.onnx
+	$(FLEXGUARD) export --checkpoint $(RUN)/probe.pt --name linear-probe --out $(RUN)/linear-probe.onnx
+	$(FLEXGUARD) export --baseline --out $(RUN)/imagenet-zero-training.onnx
+	$(FLEXGUARD) evaluate --model flexguard=$(RUN)/flexguard.onnx \
+		--compare linear-probe=$(RUN)/linear-probe.onnx \
+		--compare imagenet-zero-training=$(RUN)/imagenet-zero-training.onnx \
+		--manifest $(DATA) --out $(RUN)/eval
+	$(FLEXGUARD) export --checkpoint $(RUN)/checkpoint.pt --evaluation $(RUN)/eval/metrics.json --out models/flexguard.onnx
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,193 @@
+"""The ``flexguard`` command: one entry point, one subcommand per job.
+
+Each subcommand imports its heavy dependencies only when it runs, so ``flexguard serve`` never loads
+torch and ``--help`` is instant. A user's mistake (missing file, bad manifest, bad model) ends with one
+line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flexguard import __version__
+
+USAGE_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with what the user asked for, reported as one line."""
+
+
+def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--val-fold", type=int, default=0, help="which fold validates (default: 0)")
+    parser.add_argument("--n-folds", type=int, default=5, help="number of group folds (default: 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for folds and sampling (default: 0)")
+    parser.add_argument("--train-only-group", action="append", default=[], metavar="GROUP",
+                        help="a group that is always trained on, never validated (repeatable; see datasets/README.md)")
+
+
+def _require_training_extra() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("this command needs the training extra: pip install 'flexguard[train]'") from None
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    _require_training_extra()
+    from flexguard.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        manifests=[str(m) for m in args.manifest], out_dir=str(args.out), cache_dir=str(args.cache_dir),
+        seed=args.seed, n_folds=args.n_folds, val_fold=args.val_fold, train_only_groups=args.train_only_group, views=args.views, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, workers=args.workers,
+        resize_mode=args.resize_mode,
+    )
+    train(config)
+
+
+def _parse_named_model(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep:
+        return Path(text).stem, Path(text)
+    return name, Path(path)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from flexguard.datasets.manifest import load_manifests
+    from flexguard.training.evaluate import evaluate
+
+    models = dict([_parse_named_model(args.model), *map(_parse_named_model, args.compare)])
+    for name, path in models.items():
+        if not path.is_file():
+            raise UserError(f"model {name!r} not found: {path}")
+    manifest = load_manifests(args.manifest)
+    files = evaluate(models, primary=next(iter(models)), manifest=manifest, split=args.split, out_dir=args.out,
+                     val_fold=args.val_fold, n_folds=args.n_folds, seed=args.seed, train_only=args.train_only_group,
+                     notes=args.note)
+    print(f"report: {files.markdown}\n        {files.html}\nmetrics: {files.metrics}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    _require_training_extra()
+    from flexguard.training import export
+
+    if args.baseline:
+        from flexguard.models.metadata import Thresholds
+
+        # Placeholder thresholds: `flexguard evaluate` chooses each model's own on the evaluated split.
+        path = export.export_baseline(args.out, Thresholds(review=0.5, block=0.9))
+    else:
+        if args.checkpoint is None:
+            raise UserError("give --checkpoint (a training run's checkpoint.pt) or --baseline")
+        if not args.checkpoint.is_file():
+            raise UserError(f"checkpoint not found: {args.checkpoint}")
+        if args.evaluation is not None and not args.evaluation.is_file():
+            raise UserError(f"evaluation metrics not found: {args.evaluation}")
+        path = export.export_checkpoint(args.checkpoint, args.out, args.name, args.model_version, args.evaluation)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from flexguard.service.app import create_app
+    from flexguard.service.settings import get_settings
+
+    settings = get_settings()
+    overrides = {k: v for k, v in (("model_path", args.model), ("host", args.host), ("port", args.port)) if v is not None}
+    settings = settings.model_copy(update=overrides)
+    from flexguard.service.engine import Engine
+
+    Engine(settings.model_path)  # fail here, with one line, rather than inside the server's startup
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+def _cmd_import_folder(args: argparse.Namespace) -> None:
+    from flexguard.datasets.manifest import import_folder
+
+    manifest = import_folder(args.root, args.out)
+    print(f"wrote {args.out}: {len(manifest)} photos")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flexguard", description="Screen photos for displays of wealth before they are posted.")
+    parser.add_argument("--version", action="version", version=f"flexguard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="fine-tune the model on labelled photos (needs flexguard[train])",
+                                description="Fine-tune EfficientNet-Lite2 on a manifest. Validation holds out whole groups. "
+                                            "Writes checkpoint.pt, probe.pt (the linear probe), config.json and history.jsonl to --out.")
+    train.add_argument("manifest", nargs="+", type=Path, help="manifest CSV(s), or a folder of manifest*.csv")
+    train.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default: runs/train)")
+    train.add_argument("--cache-dir", type=Path, default=Path(".cache/flexguard"), help="activation cache (default: .cache/flexguard)")
+    train.add_argument("--views", type=int, default=6, help="cached views per photo: 1 clean + augmented (default: 6)")
+    train.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (default: 12)")
+    train.add_argument("--steps-per-epoch", type=int, default=40, help="batches per epoch (default: 40)")
+    train.add_argument("--batch-size", type=int, default=64, help="photos per batch (default: 64)")
+    train.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    train.add_argument("--resize-mode", choices=("letterbox", "squash"), default="letterbox", help="how the whole photo is fitted (default: letterbox)")
+    _add_split_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a labelled manifest and write a report",
+                                   description="Score the validation split of a manifest with ONNX models through the serving engine, "
+                                               "and write report.md, report.html and metrics.json. The first model is the primary one.")
+    evaluate.add_argument("--model", required=True, help="ONNX model to evaluate, as PATH or NAME=PATH")
+    evaluate.add_argument("--compare", action="append", default=[], help="another model to compare, NAME=PATH (repeatable)")
+    evaluate.add_argument("--manifest", nargs="+", type=Path, required=True, help="manifest CSV(s), or a folder of manifest*.csv")
+    evaluate.add_argument("--split", choices=("group", "random", "all"), default="group",
+                          help="group: held-out groups (default); random: leaks, for comparison only; all: every photo")
+    evaluate.add_argument("--out", type=Path, default=Path("runs/eval"), help="report folder (default: runs/eval)")
+    evaluate.add_argument("--note", action="append", default=[], help="a line to add under the report's title (repeatable)")
+    _add_split_arguments(evaluate)
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    export = commands.add_parser("export", help="write a trained model as a self-describing ONNX file",
+                                 description="Export a checkpoint to ONNX (dynamic batch; outputs scores and activation maps) "
+                                             "with taxonomy, input spec, thresholds, version, data hash and metrics in its metadata.")
+    export.add_argument("--checkpoint", type=Path, help="checkpoint.pt or probe.pt from `flexguard train`")
+    export.add_argument("--baseline", action="store_true", help="export the zero-training ImageNet baseline instead")
+    export.add_argument("--evaluation", type=Path, help="metrics.json from `flexguard evaluate`: thresholds and metrics to stamp in")
+    export.add_argument("--name", default="flexguard", help="model name in the metadata (default: flexguard)")
+    export.add_argument("--model-version", default=__version__, help=f"model version in the metadata (default: {__version__})")
+    export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    export.set_defaults(func=_cmd_export)
+
+    serve = commands.add_parser("serve", help="start the REST service",
+                                description="Serve /v1/score over HTTP. Settings come from FLEXGUARD_* environment variables; "
+                                            "these options override them.")
+    serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH or the shipped model)")
+    serve.add_argument("--host", help="address to bind (default: FLEXGUARD_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: FLEXGUARD_PORT or 8000)")
+    serve.set_defaults(func=_cmd_serve)
+
+    importer = commands.add_parser("import-folder", help="make a manifest from a folder per category",
+                                   description="Write a manifest CSV from ROOT/<category>/... (category ids or 'ordinary').")
+    importer.add_argument("root", type=Path, help="folder with one subfolder per category")
+    importer.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+    importer.set_defaults(func=_cmd_import_folder)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from flexguard.datasets.manifest import ManifestError
+    from flexguard.models.metadata import ModelMetadataError
+    from flexguard.service.engine import ModelLoadError
+
+    try:
+        args.func(args)
+    except (UserError, ManifestError, ModelMetadataError, ModelLoadError, FileNotFoundError) as error:
+        print(f"flexguard {args.command}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"flexguard {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The one inference engine: decode -> preprocess -> batch -> onnxruntime -> scores, decision, evidence.
+
+No FastAPI and no torch in here: the REST app, the batch scanner, evaluation and the benchmarks all
+call this module, so a photo gets the same score whichever way it comes in. Everything the engine
+needs to know about the model (categories, input spec, thresholds) is read from the ONNX file's own
+metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, ModelMetadataError, Thresholds
+from flexguard.models.preprocessing import Placement, load_image, open_image, preprocess
+
+# An evidence box covers the map cells that reach this share of the category's peak activation and
+# touch the peak: the object's extent without stray activity elsewhere in the photo.
+EVIDENCE_PEAK_SHARE = 0.5
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, unreadable, or not a flexguard model."""
+
+
+class ImageError(ValueError):
+    """A photo that cannot be scored; ``code`` is stable for clients to branch on."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded photo, ready for the model."""
+
+    tensor: np.ndarray
+    placement: Placement
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    category: str
+    score: float
+    box: tuple[float, float, float, float]  # left, top, right, bottom as fractions of the photo
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    risk: float
+    decision: str
+    scores: dict[str, float]
+    evidence: list[Evidence] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    format: str = ""
+
+
+def _connected_box(mask: np.ndarray, seed: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Bounding cells (row0, col0, row1, col1, inclusive) of the 4-connected region of ``mask`` around ``seed``."""
+    rows, cols = mask.shape
+    seen = np.zeros_like(mask)
+    queue = deque([seed])
+    seen[seed] = True
+    r0 = r1 = seed[0]
+    c0 = c1 = seed[1]
+    while queue:
+        r, c = queue.popleft()
+        r0, r1, c0, c1 = min(r0, r), max(r1, r), min(c0, c), max(c1, c)
+        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if 0 <= nr < rows and 0 <= nc < cols and mask[nr, nc] and not seen[nr, nc]:
+                seen[nr, nc] = True
+                queue.append((nr, nc))
+    return r0, c0, r1, c1
+
+
+def evidence_box(cam: np.ndarray, placement: Placement) -> tuple[float, float, float, float]:
+    """Box on the photo (fractions) around the peak of one category's activation map."""
+    rows, cols = cam.shape
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    low, high = float(cam.min()), float(cam.max())
+    mask = cam >= low + EVIDENCE_PEAK_SHARE * (high - low)
+    r0, c0, r1, c1 = _connected_box(mask, (int(peak[0]), int(peak[1])))
+    left, top = placement.to_photo_fraction(c0 / cols, r0 / rows)
+    right, bottom = placement.to_photo_fraction((c1 + 1) / cols, (r1 + 1) / rows)
+    return round(left, 4), round(top, 4), round(right, 4), round(bottom, 4)
+
+
+class Engine:
+    """Holds one onnxruntime session and the model's self-description."""
+
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped errors for unreadable files
+            raise ModelLoadError(f"cannot load model {path}: {error}") from None
+        try:
+            self.info = ModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=str(path))
+        except ModelMetadataError as error:
+            raise ModelLoadError(str(error)) from None
+        outputs = {o.name for o in self.session.get_outputs()}
+        if {SCORES_OUTPUT, CAM_OUTPUT} - outputs or self.session.get_inputs()[0].name != INPUT_NAME:
+            raise ModelLoadError(f"{path}: expected input {INPUT_NAME!r} and outputs {SCORES_OUTPUT!r}, {CAM_OUTPUT!r}")
+        self.path = path
+        self.max_pixels = max_pixels
+
+    def prepare(self, source: str | os.PathLike | bytes | BinaryIO) -> Prepared:
+        """Decode and preprocess one photo (CPU work; safe to call from many threads)."""
+        spec = self.info.preprocess
+        try:
+            image = open_image(source)
+            width, height = image.size
+            if width * height > self.max_pixels:
+                raise ImageError("too_many_pixels", f"{width}x{height} is over the limit of {self.max_pixels} pixels")
+            image_format = image.format or ""
+            rgb = load_image(image, spec)
+            # Report the photo's own size as displayed, not the reduced size a JPEG draft decoded.
+            if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            tensor, placement = preprocess(rgb, spec)
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError("unsupported_format", "not an image format flexguard can read") from None
+        except Image.DecompressionBombError as error:
+            raise ImageError("too_many_pixels", str(error)) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise ImageError("decode_failed", f"the image could not be decoded: {error}") from None
+        return Prepared(tensor, placement, width, height, image_format)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw model call on a preprocessed batch (N, 3, S, S): per-category scores (N, C) and maps (N, C, h, w)."""
+        scores, cams = self.session.run([SCORES_OUTPUT, CAM_OUTPUT], {INPUT_NAME: batch})
+        return scores, cams
+
+    def score_prepared(self, prepared: Sequence[Prepared], thresholds: Thresholds | None = None) -> list[ImageScore]:
+        if not prepared:
+            return []
+        thresholds = thresholds or self.info.thresholds
+        scores, cams = self.run(np.stack([p.tensor for p in prepared]))
+        return [self._result(p, s, c, thresholds) for p, s, c in zip(prepared, scores, cams)]
+
+    def score(self, sources: Iterable[str | os.PathLike | bytes | BinaryIO], thresholds: Thresholds | None = None) -> list[ImageScore | ImageError]:
+        """Score several photos in one model call; a photo that fails gets its ImageError in its place."""
+        prepared: list[Prepared | ImageError] = []
+        for source in sources:
+            try:
+                prepared.append(self.prepare(source))
+            except ImageError as error:
+                prepared.append(error)
+        good = [p for p in prepared if isinstance(p, Prepared)]
+        scored = iter(self.score_prepared(good, thresholds))
+        return [next(scored) if isinstance(p, Prepared) else p for p in prepared]
+
+    def _result(self, prepared: Prepared, scores: np.ndarray, cams: np.ndarray, thresholds: Thresholds) -> ImageScore:
+        ids = self.info.category_ids
+        risk = float(scores.max())
+        evidence = [
+            Evidence(ids[i], round(float(scores[i]), 4), evidence_box(cams[i], prepared.placement))
+            for i in np.argsort(-scores)
+            if scores[i] >= thresholds.review
+        ]
+        return ImageScore(
+            risk=round(risk, 4),
+            decision=thresholds.decide(risk),
+            scores={cid: round(float(s), 4) for cid, s in zip(ids, scores)},
+            evidence=evidence,
+            width=prepared.width,
+            height=prepared.height,
+            format=prepared.format,
+        )

@@ -1,0 +1,168 @@
+"""A tiny train -> export -> load run on generated photos, and the parity checks that guard it.
+
+Parity: PyTorch and onnxruntime must agree on the exported graph (max abs diff <= 1e-4 on real
+photos), and training's eval path must feed the model exactly the tensor the serving engine does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+torch = pytest.importorskip("torch")
+
+from flexguard.cli import main as cli_main  # noqa: E402
+from flexguard.models.taxonomy import CATEGORY_IDS  # noqa: E402
+from flexguard.service.engine import Engine  # noqa: E402
+from flexguard.training import features  # noqa: E402
+from flexguard.training.augment import AugmentConfig  # noqa: E402
+from flexguard.training.export import load_checkpoint  # noqa: E402
+from flexguard.training.train import TrainConfig, train  # noqa: E402
+
+PARITY_TOLERANCE = 1e-4
+GROUPS_PER_CLASS = 5
+PHOTOS_PER_GROUP = 2
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "flexdata"
+
+
+def _photo(path: Path, rng: random.Random, hue: int) -> None:
+    """A small synthetic photo: a coloured shape whose colour depends on the class, on a noisy ground."""
+    size = (rng.randint(120, 200), rng.randint(120, 200))
+    noise = np.random.default_rng(rng.randint(0, 2**31)).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(noise)
+    draw = ImageDraw.Draw(image)
+    box = (size[0] // 4, size[1] // 4, 3 * size[0] // 4, 3 * size[1] // 4)
+    draw.ellipse(box, fill=Image.new("HSV", (1, 1), (hue, 255, 255)).convert("RGB").getpixel((0, 0)))
+    image.save(path, quality=90)
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    rng = random.Random(0)
+    classes = [*CATEGORY_IDS, "ordinary"]
+    rows = []
+    for index, name in enumerate(classes):
+        for group in range(GROUPS_PER_CLASS):
+            for photo in range(PHOTOS_PER_GROUP):
+                relative = f"{name}/{group}_{photo}.jpg"
+                (root / name).mkdir(exist_ok=True)
+                _photo(root / relative, rng, hue=index * 255 // len(classes))
+                rows.append({"path": relative, "category": name, "group": f"{name}:{group}"})
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "category", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_manifest, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(
+        manifests=[str(tiny_manifest)], out_dir=str(out), cache_dir=str(out / "cache"), views=2, epochs=1,
+        steps_per_epoch=2, batch_size=8, probe_steps=5, workers=1,
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_run) -> Path:
+    path = tiny_run / "model.onnx"
+    assert cli_main(["export", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--out", str(path)]) == 0
+    return path
+
+
+def _real_photos() -> list[np.ndarray]:
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    if SHARED.is_dir():
+        photos += [np.asarray(Image.open(p).convert("RGB")) for p in sorted((SHARED / "images").glob("*/*.jpg"))[::700]]
+    return photos
+
+
+def test_training_writes_run_files(tiny_run):
+    for name in ("checkpoint.pt", "probe.pt", "config.json", "history.jsonl"):
+        assert (tiny_run / name).is_file(), name
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["views"] == 2 and config["seed"] == 0
+    stages = [json.loads(line)["stage"] for line in (tiny_run / "history.jsonl").read_text().splitlines()]
+    assert stages == ["linear_probe", "linear_probe", "fine_tune"]
+
+
+def test_exported_model_loads_and_describes_itself(tiny_onnx, tiny_manifest):
+    engine = Engine(tiny_onnx)
+    assert engine.info.category_ids == CATEGORY_IDS
+    assert engine.info.preprocess.size == 260
+    assert len(engine.info.data_manifest_sha256) == 64
+    assert 0 <= engine.info.thresholds.review <= engine.info.thresholds.block <= 1
+    [result] = engine.score([next(tiny_manifest.parent.glob("luxury_car/*.jpg"))])
+    assert set(result.scores) == set(CATEGORY_IDS)
+    assert result.decision in ("allow", "review", "block")
+
+
+def test_pytorch_and_onnx_agree_on_real_photos(tiny_run, tiny_onnx):
+    net, _ = load_checkpoint(tiny_run / "checkpoint.pt")
+    engine = Engine(tiny_onnx)
+    from flexguard.models.preprocessing import preprocess
+
+    batch = np.stack([preprocess(Image.fromarray(p), engine.info.preprocess)[0] for p in _real_photos()])
+    with torch.no_grad():
+        torch_scores, torch_cams = (t.numpy() for t in net(torch.from_numpy(batch)))
+    onnx_scores, onnx_cams = engine.run(batch)
+    assert np.abs(torch_scores - onnx_scores).max() <= PARITY_TOLERANCE
+    assert np.abs(torch_cams - onnx_cams).max() <= PARITY_TOLERANCE * 10  # logits, before the sigmoid squashes them
+
+
+def test_training_eval_path_feeds_the_same_tensor_as_the_engine(tiny_onnx, tiny_manifest, tmp_path):
+    engine = Engine(tiny_onnx)
+    photo = tmp_path / "phone.jpg"
+    Image.fromarray(__import__("skimage").data.astronaut()).resize((1600, 1200)).save(photo, quality=92)
+    features._init_worker(engine.info.preprocess, AugmentConfig(), [], 1)
+    for path in (photo, next(tiny_manifest.parent.glob("designer_bag/*.jpg"))):
+        [training_view] = features._views_of((path, 0))
+        assert np.array_equal(training_view, engine.prepare(path).tensor)
+
+
+def test_export_refuses_missing_checkpoint(tmp_path, capsys):
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_train_refuses_missing_manifest(tmp_path, capsys):
+    assert cli_main(["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.csv" in err[0]
+
+
+def test_evaluate_then_stamp_the_evaluation_into_the_model(tiny_run, tiny_onnx, tiny_manifest, tmp_path):
+    report = tmp_path / "eval"
+    assert cli_main(["evaluate", "--model", f"tiny={tiny_onnx}", "--compare", f"again={tiny_onnx}",
+                     "--manifest", str(tiny_manifest), "--out", str(report)]) == 0
+    for name in ("report.md", "report.html", "metrics.json", "roc.png", "pr.png", "score_hist.png"):
+        assert (report / name).is_file(), name
+    evaluated = json.loads((report / "metrics.json").read_text())
+    assert evaluated["primary"] == "tiny" and set(evaluated["models"]) == {"tiny", "again"}
+    stamped = tmp_path / "stamped.onnx"
+    assert cli_main(["export", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--evaluation", str(report / "metrics.json"),
+                     "--out", str(stamped)]) == 0
+    info = Engine(stamped).info
+    assert info.validation_metrics["roc_auc"] == evaluated["models"]["tiny"]["roc_auc"]
+    assert info.thresholds.review == evaluated["models"]["tiny"]["thresholds"]["review"]
+    assert any("grouped validation" in note for note in info.validation_metrics["evaluated_on"])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "serve", "import-folder"])
+def test_every_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: flexguard " + command in capsys.readouterr().out

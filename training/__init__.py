@@ -1,0 +1,1 @@
+"""Training, evaluation and export of flexguard models (needs the ``train`` extra: torch)."""
