@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default: runs/train)")
     train.add_argument("--cache-dir", type=Path, default=Path(".cache/flexguard"), help="activation cache (default: .cache/flexguard)")
     train.add_argument("--views", type=int, default=6, help="cached views per photo: 1 clean + augmented (default: 6)")
-    train.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (default: 12)")
+    train.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: 10)")
     train.add_argument("--steps-per-epoch", type=int, default=40, help="batches per epoch (default: 40)")
     train.add_argument("--batch-size", type=int, default=64, help="photos per batch (default: 64)")
     train.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")

@@ -5,10 +5,11 @@ same checks and the same split, without importing torch.
 """
 
 from .manifest import Manifest, ManifestError, Record, import_folder, load_manifest, load_manifests
-from .splits import STRATA, assign_folds, fold_counts, group_split, random_split, strata_membership
+from .splits import STRATA, TRAIN_ONLY, assign_folds, fold_counts, group_split, random_split, strata_membership
 
 __all__ = [
     "STRATA",
+    "TRAIN_ONLY",
     "Manifest",
     "ManifestError",
     "Record",

@@ -14,6 +14,7 @@ from PIL import Image
 
 from flexguard.datasets import (
     STRATA,
+    TRAIN_ONLY,
     Manifest,
     ManifestError,
     Record,
@@ -253,6 +254,23 @@ def test_group_split_partitions_the_manifest() -> None:
     assert len(np.intersect1d(train_idx, val_idx)) == 0
     assert len(train_idx) + len(val_idx) == len(manifest)
     assert not set(manifest.groups()[train_idx]) & set(manifest.groups()[val_idx])
+
+
+def test_train_only_groups_are_never_validated() -> None:
+    manifest = synthetic_manifest()
+    pinned = ["src4:0", "src4:1"]
+    folds = assign_folds(manifest, train_only=pinned)
+    is_pinned = np.isin(manifest.groups(), pinned)
+    assert np.all(folds[is_pinned] == TRAIN_ONLY) and np.all(folds[~is_pinned] >= 0)
+    for val_fold in range(5):
+        train_idx, val_idx = group_split(manifest, val_fold=val_fold, train_only=pinned)
+        assert set(np.flatnonzero(is_pinned)) <= set(train_idx)
+        assert not set(np.flatnonzero(is_pinned)) & set(val_idx)
+
+
+def test_unknown_train_only_group_is_refused() -> None:
+    with pytest.raises(ManifestError, match="not-a-group"):
+        assign_folds(synthetic_manifest(), train_only=["not-a-group"])
 
 
 def test_group_split_refuses_a_side_without_a_category() -> None:

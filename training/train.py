@@ -60,7 +60,7 @@ class TrainConfig:
     val_fold: int = 0
     train_only_groups: list[str] = field(default_factory=list)
     views: int = 6
-    epochs: int = 12
+    epochs: int = 10
     steps_per_epoch: int = 40
     batch_size: int = 64
     lr_head: float = 1e-3
