@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from flexguard import __version__
 
 from .engine import Engine, ImageError, ImageScore
+from .page import router as page_router
 from .settings import Settings, get_settings
 
 
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="flexguard", version=__version__, lifespan=lifespan,
                   description="Scores photos for displays of wealth before they are posted.")
+
+    app.include_router(page_router)
 
     @app.get("/healthz")
     async def healthz() -> dict:
