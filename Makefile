@@ -14,7 +14,7 @@ RUN ?= runs/model
 # domestic-tourism source is always trained on.
 SPLIT ?= --train-only-group ulilFahmi12154/SR_wisata_bali
 
-.PHONY: serve test model lint clean
+.PHONY: serve test system-deps model lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,21 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-serve
 	$(FLEXGUARD) serve
 
-test: $(VENV)/.installed-test
+test: system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# Debian's chromium for the browser test (tests/test_page.py), which Playwright drives at
+# /usr/bin/chromium; never `playwright install` (it downloads a browser). Without chromium that test skips.
+system-deps:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "system-deps: /usr/bin/chromium is installed"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "system-deps: skipped, not root; 'sudo apt-get install chromium' enables tests/test_page.py"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "system-deps: skipped, no apt-get; install chromium at /usr/bin/chromium to enable tests/test_page.py"; \
+	else \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 # Retrain on $(DATA), evaluate against the linear probe and the zero-training baseline on the grouped
 # validation split, and replace the shipped model. ~15 min on 2 CPU cores. Not part of `make test`.

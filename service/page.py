@@ -1,16 +1,51 @@
-"""The try-it page: one static, offline page (no build step, no CDN) served at ``/``."""
+"""The try-it page: one static, offline page (no build step, no CDN) served at ``/``.
+
+``index.html`` loads ``/static/app.js`` and ``/static/style.css``; all three are package data read
+with importlib.resources, so the page works from an installed wheel as well as from the checkout.
+The Content-Security-Policy keeps the page to this origin: scripts, styles and requests go only
+to this service, and photos are shown from local ``blob:`` URLs, never uploaded anywhere else.
+"""
 
 from __future__ import annotations
 
 from importlib.resources import files
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response
 
 router = APIRouter(include_in_schema=False)
 STATIC = files(__package__).joinpath("static")
 
+# The only files served, with their content types; nothing else under static/ is reachable.
+ASSETS: dict[str, str] = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
 
-@router.get("/", response_class=HTMLResponse)
-async def index() -> HTMLResponse:
-    return HTMLResponse(STATIC.joinpath("index.html").read_text(encoding="utf-8"))
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _file(name: str, media_type: str) -> Response:
+    return Response(STATIC.joinpath(name).read_bytes(), media_type=media_type, headers=HEADERS)
+
+
+@router.get("/")
+async def index() -> Response:
+    return _file("index.html", "text/html; charset=utf-8")
+
+
+@router.get("/static/{name}")
+async def asset(name: str) -> Response:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise HTTPException(404, "Not Found")
+    return _file(name, media_type)

@@ -166,3 +166,33 @@ def test_every_command_explains_itself(command, capsys):
         cli_main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: flexguard " + command in capsys.readouterr().out
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_commands_refuse_an_unknown_category_with_one_line(tmp_path, tiny_onnx, capsys):
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,category\na.jpg,yacht\n")
+    assert cli_main(["train", str(manifest), "--out", str(tmp_path / "run")]) == 2
+    assert "yacht" in _one_line_error(capsys)
+    assert cli_main(["evaluate", "--model", str(tiny_onnx), "--manifest", str(manifest), "--out", str(tmp_path / "e")]) == 2
+    assert "yacht" in _one_line_error(capsys)
+
+
+def test_commands_refuse_an_empty_split_with_one_line(tmp_path, tiny_onnx, capsys):
+    # Every photo in one group: the grouped split cannot put anything on the validation side.
+    rows = ["path,category,group"]
+    for index, category in enumerate([*CATEGORY_IDS, "ordinary"]):
+        Image.new("RGB", (32, 32)).save(tmp_path / f"{index}.jpg")
+        rows.append(f"{index}.jpg,{category},one-source")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    assert cli_main(["train", str(manifest), "--out", str(tmp_path / "run")]) == 2
+    assert "split" in _one_line_error(capsys)
+    assert cli_main(["evaluate", "--model", str(tiny_onnx), "--manifest", str(manifest), "--out", str(tmp_path / "e")]) == 2
+    assert "split" in _one_line_error(capsys)

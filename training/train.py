@@ -112,8 +112,9 @@ def _validation_figures(labels: np.ndarray, scores: np.ndarray) -> dict:
 
     is_flex, risk = labels.any(axis=1), scores.max(axis=1)
     recall = recall_at_fpr(is_flex, risk, REPORT_FPR)
+    both_classes = 0 < is_flex.sum() < len(is_flex)
     return {
-        "roc_auc": round(float(roc_auc_score(is_flex, risk)), 4),
+        "roc_auc": round(float(roc_auc_score(is_flex, risk)), 4) if both_classes else None,
         "recall_at_fpr_5pct": None if recall is None else round(recall, 4),
     }
 

@@ -1,0 +1,338 @@
+// flexguard try-it page. No build step, no dependencies; the page talks only to this service.
+"use strict";
+
+(() => {
+  // Every UI string, in both languages. Category names are not here: they come from the response.
+  const STRINGS = {
+    id: {
+      langName: "Bahasa Indonesia",
+      locale: "id-ID",
+      skip: "Langsung ke hasil",
+      lead: "Periksa foto sebelum diunggah: flexguard menilai apakah foto memamerkan kemewahan.",
+      privacy: "Foto tidak disimpan. Foto hanya dikirim ke layanan ini untuk dinilai lalu dibuang; " +
+        "pratinjau ditampilkan langsung dari perangkat Anda.",
+      choose: "Pilih foto",
+      dropHint: "atau seret foto ke sini. Boleh beberapa foto sekaligus.",
+      keySummary: "Kunci API (opsional)",
+      keyLabel: "Kunci API",
+      keyHelp: "Hanya perlu jika layanan ini memintanya. Disimpan di tab ini saja dan hilang saat tab ditutup.",
+      resultsTitle: "Hasil",
+      scoring: (n) => `Menilai ${n} foto…`,
+      pending: "Sedang dinilai…",
+      done: (n, failed) => failed
+        ? `Selesai: ${n - failed} dari ${n} foto dinilai, ${failed} tidak dapat dinilai.`
+        : `Selesai: ${n} foto dinilai.`,
+      risk: "Risiko",
+      decisions: { allow: "Aman", review: "Perlu ditinjau", block: "Jangan diunggah" },
+      decisionHelp: {
+        allow: "Tidak terlihat tanda pamer kemewahan.",
+        review: "Mungkin menampilkan kemewahan. Periksa lagi sebelum diunggah.",
+        block: "Foto ini menampilkan kemewahan. Sebaiknya tidak diunggah.",
+      },
+      categories: "Kategori",
+      evidence: "Kotak pada foto menandai:",
+      photoAlt: (name) => `Foto ${name}`,
+      noPreview: "Pratinjau tidak tersedia di peramban ini.",
+      photoFailed: "Foto ini tidak dapat dinilai.",
+      errorCodes: {
+        unsupported_format: "Format foto tidak dikenali.",
+        decode_failed: "Foto rusak atau tidak dapat dibuka.",
+        too_many_pixels: "Ukuran foto terlalu besar.",
+      },
+      serviceSays: "Pesan layanan:",
+      unauthorized: "Kunci API diperlukan atau salah (401). Isi kolom Kunci API di atas, lalu pilih foto lagi.",
+      refused: (status, detail) => `Permintaan ditolak (${status}): ${detail}`,
+      network: "Layanan tidak dapat dihubungi. Periksa koneksi, lalu coba lagi.",
+      badResponse: "Jawaban layanan tidak dapat dibaca.",
+      model: (name, version) => `Model: ${name} ${version}`,
+    },
+    en: {
+      langName: "English",
+      locale: "en-GB",
+      skip: "Skip to results",
+      lead: "Check photos before you post them: flexguard scores whether a photo shows off wealth.",
+      privacy: "Photos are not stored. They are sent only to this service to be scored, then discarded; " +
+        "the preview is shown straight from your device.",
+      choose: "Choose photos",
+      dropHint: "or drag photos here. Several at once is fine.",
+      keySummary: "API key (optional)",
+      keyLabel: "API key",
+      keyHelp: "Only needed if this service asks for one. Kept in this tab only and forgotten when it closes.",
+      resultsTitle: "Results",
+      scoring: (n) => `Scoring ${n} ${n === 1 ? "photo" : "photos"}…`,
+      pending: "Scoring…",
+      done: (n, failed) => failed
+        ? `Done: ${n - failed} of ${n} photos scored, ${failed} could not be scored.`
+        : `Done: ${n} ${n === 1 ? "photo" : "photos"} scored.`,
+      risk: "Risk",
+      decisions: { allow: "Allow", review: "Needs review", block: "Block" },
+      decisionHelp: {
+        allow: "No sign of displayed wealth.",
+        review: "May show wealth. Check again before posting.",
+        block: "This photo shows wealth. Better not to post it.",
+      },
+      categories: "Categories",
+      evidence: "Boxes on the photo mark:",
+      photoAlt: (name) => `Photo ${name}`,
+      noPreview: "No preview in this browser.",
+      photoFailed: "This photo could not be scored.",
+      errorCodes: {
+        unsupported_format: "The photo's format is not recognised.",
+        decode_failed: "The photo is damaged or cannot be opened.",
+        too_many_pixels: "The photo is too large.",
+      },
+      serviceSays: "The service says:",
+      unauthorized: "An API key is needed, or the one given is wrong (401). Enter it in the API key field above, " +
+        "then choose the photos again.",
+      refused: (status, detail) => `The request was refused (${status}): ${detail}`,
+      network: "Could not reach the service. Check the connection and try again.",
+      badResponse: "The service's answer could not be read.",
+      model: (name, version) => `Model: ${name} ${version}`,
+    },
+  };
+
+  const KEY_STORE = "flexguard.apiKey"; // sessionStorage only: gone when the tab closes
+  const LANG_STORE = "flexguard.lang";
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, props = {}, ...children) => {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  };
+  const storage = (kind) => {
+    try { return window[kind]; } catch { return null; } // blocked storage must not break the page
+  };
+
+  let lang = storage("localStorage")?.getItem(LANG_STORE) === "en" ? "en" : "id";
+  let items = []; // [{file, url, result}] for the current selection; result undefined while pending
+  let model = null;
+  let request = 0; // answers to an older selection are dropped
+  let alertText = null; // () => string, re-rendered on language change
+  let statusText = null; // likewise
+
+  const t = () => STRINGS[lang];
+  const pct = (x) => new Intl.NumberFormat(t().locale, { style: "percent", maximumFractionDigits: 0 }).format(x);
+  const clamp = (x) => Math.min(1, Math.max(0, Number(x) || 0));
+  const categoryName = (result, id) => {
+    const category = (result.categories || []).find((c) => c.id === id);
+    return category ? (lang === "id" ? category.name_id : category.name_en) : id;
+  };
+
+  // ---- static text and language ----
+  function applyLanguage() {
+    document.documentElement.lang = lang;
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t()[node.dataset.i18n];
+    const other = lang === "id" ? "en" : "id";
+    const button = $("lang");
+    button.textContent = STRINGS[other].langName;
+    button.lang = other;
+    $("model").textContent = model ? t().model(model.name, model.version) : "";
+    showAlert(alertText);
+    showStatus(statusText);
+  }
+
+  function showStatus(text) {
+    statusText = text;
+    $("status").textContent = text ? text() : "";
+  }
+
+  function showAlert(text) {
+    alertText = text;
+    $("alert").hidden = !text;
+    $("alert").textContent = text ? text() : "";
+  }
+
+  // ---- result cards ----
+  function photoFrame(item) {
+    const frame = el("div", { className: "frame" });
+    const img = el("img", { src: item.url, alt: t().photoAlt(item.file.name), decoding: "async" });
+    img.addEventListener("error", () => {
+      // The browser can't show it (HEIC, a broken file): keep the card, draw boxes on a placeholder.
+      const size = item.result && item.result.ok ? item.result.image : null;
+      const placeholder = el("div", { className: "placeholder" }, t().noPreview);
+      if (size && size.width && size.height) placeholder.style.aspectRatio = `${size.width} / ${size.height}`;
+      img.replaceWith(placeholder);
+    }, { once: true });
+    frame.append(img);
+    const result = item.result;
+    if (result && result.ok) {
+      for (const evidence of result.evidence || []) {
+        const [left, top, right, bottom] = (evidence.box || []).map(clamp);
+        if (!(right > left && bottom > top)) continue;
+        const box = el("div", { className: "box" },
+          el("span", { className: "box-label" }, `${categoryName(result, evidence.category)} ${pct(evidence.score)}`));
+        box.dataset.category = evidence.category;
+        box.setAttribute("aria-hidden", "true"); // described in text in the figcaption
+        Object.assign(box.style, {
+          left: `${left * 100}%`, top: `${top * 100}%`,
+          width: `${(right - left) * 100}%`, height: `${(bottom - top) * 100}%`,
+        });
+        frame.append(box);
+      }
+    }
+    return frame;
+  }
+
+  function card(item) {
+    const { file, result } = item;
+    const li = el("li", { className: "card" }, el("h3", { className: "name" }, file.name));
+    const figure = el("figure", { className: "photo" }, photoFrame(item));
+    li.append(figure);
+
+    if (result === undefined) {
+      li.classList.add("pending");
+      li.append(el("p", { className: "pending-text" }, t().pending));
+      return li;
+    }
+    if (!result.ok) {
+      const error = result.error || {};
+      li.classList.add("failed");
+      li.append(el("div", { className: "error" },
+        el("p", { className: "error-title" }, t().errorCodes[error.code] || t().photoFailed),
+        el("p", { className: "error-message" }, `${t().serviceSays} ${error.message || error.code || "?"}`)));
+      return li;
+    }
+
+    const decision = ["allow", "review", "block"].includes(result.decision) ? result.decision : "review";
+    li.classList.add(`decision-${decision}`);
+    li.dataset.decision = decision;
+
+    if ((result.evidence || []).length) {
+      figure.append(el("figcaption", {}, `${t().evidence} ` +
+        result.evidence.map((e) => `${categoryName(result, e.category)} (${pct(e.score)})`).join(", ")));
+    }
+
+    li.append(el("div", { className: "verdict" },
+      el("p", { className: "decision" }, t().decisions[decision]),
+      el("p", { className: "risk" }, `${t().risk}: ${pct(clamp(result.risk))}`),
+      el("p", { className: "decision-help" }, t().decisionHelp[decision])));
+
+    const flagged = new Set((result.evidence || []).map((e) => e.category));
+    const bars = el("ul", { className: "bars" });
+    for (const category of [...(result.categories || [])].sort((a, b) => b.score - a.score)) {
+      const score = clamp(category.score);
+      const fill = el("span", { className: "bar-fill" });
+      fill.style.width = `${score * 100}%`;
+      const bar = el("li", { className: flagged.has(category.id) ? "bar flagged" : "bar" },
+        el("span", { className: "bar-name" }, lang === "id" ? category.name_id : category.name_en),
+        el("span", { className: "bar-value" }, pct(score)),
+        el("span", { className: "bar-track" }, fill));
+      bar.lastChild.setAttribute("aria-hidden", "true"); // the percentage is already in the text
+      bar.dataset.category = category.id;
+      bars.append(bar);
+    }
+    li.append(el("h4", {}, t().categories), bars);
+    return li;
+  }
+
+  function render() {
+    $("results").replaceChildren(...items.map(card));
+  }
+
+  // ---- scoring ----
+  function detailText(body, fallback) {
+    const detail = body && body.detail;
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) return detail.map((d) => (d && d.msg) || JSON.stringify(d)).join("; ");
+    return detail ? JSON.stringify(detail) : fallback;
+  }
+
+  async function score(files) {
+    if (!files.length) return;
+    for (const item of items) URL.revokeObjectURL(item.url);
+    items = files.map((file) => ({ file, url: URL.createObjectURL(file), result: undefined }));
+    const mine = ++request;
+    const results = $("results");
+    showAlert(null);
+    showStatus(() => t().scoring(files.length));
+    results.setAttribute("aria-busy", "true");
+    render();
+
+    const body = new FormData();
+    for (const file of files) body.append("files", file, file.name);
+    const headers = {};
+    const key = $("api-key").value.trim();
+    if (key) headers["X-API-Key"] = key;
+
+    let problem = null;
+    try {
+      const response = await fetch("v1/score", { method: "POST", body, headers });
+      const data = await response.json().catch(() => null);
+      if (mine !== request) return;
+      if (response.status === 401) {
+        problem = () => t().unauthorized;
+        $("key-box").open = true;
+        $("api-key").focus();
+      } else if (!response.ok) {
+        const detail = detailText(data, response.statusText);
+        problem = () => t().refused(response.status, detail);
+      } else if (!data || !Array.isArray(data.results) || data.results.length !== files.length) {
+        problem = () => t().badResponse;
+      } else {
+        model = data.model || null;
+        data.results.forEach((result, i) => { items[i].result = result; });
+      }
+    } catch {
+      if (mine !== request) return;
+      problem = () => t().network;
+    }
+
+    if (problem) {
+      items = items.filter((item) => { URL.revokeObjectURL(item.url); return false; });
+      showAlert(problem);
+      showStatus(null);
+    } else {
+      const failed = items.filter((item) => !item.result.ok).length;
+      showStatus(() => t().done(items.length, failed));
+    }
+    render();
+    applyLanguage();
+    results.removeAttribute("aria-busy");
+  }
+
+  // ---- wiring ----
+  document.addEventListener("DOMContentLoaded", () => {
+    const input = $("files");
+    const drop = $("drop");
+    const keyInput = $("api-key");
+    const session = storage("sessionStorage");
+
+    keyInput.value = session?.getItem(KEY_STORE) || "";
+    keyInput.addEventListener("input", () => {
+      if (keyInput.value) session?.setItem(KEY_STORE, keyInput.value);
+      else session?.removeItem(KEY_STORE);
+    });
+
+    input.addEventListener("change", () => {
+      const files = [...input.files];
+      input.value = ""; // choosing the same photo again still fires change
+      score(files);
+    });
+
+    // Dropping anywhere but the drop zone must not navigate away from the page.
+    for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
+    drop.addEventListener("dragover", (e) => {
+      e.preventDefault();
+      drop.classList.add("over");
+    });
+    drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+    drop.addEventListener("drop", (e) => {
+      e.preventDefault();
+      drop.classList.remove("over");
+      score([...(e.dataTransfer?.files || [])]);
+    });
+
+    $("lang").addEventListener("click", () => {
+      lang = lang === "id" ? "en" : "id";
+      storage("localStorage")?.setItem(LANG_STORE, lang);
+      const results = $("results");
+      results.setAttribute("aria-live", "off"); // a language switch is not news
+      applyLanguage();
+      render();
+      requestAnimationFrame(() => results.setAttribute("aria-live", "polite"));
+    });
+
+    $("form").addEventListener("submit", (e) => e.preventDefault());
+    applyLanguage();
+  });
+})();

@@ -1,0 +1,303 @@
+"""The try-it page in a real browser: Debian's chromium driven by Playwright, against a real uvicorn.
+
+Never `playwright install` (it downloads a browser, and this machine is offline): `make test` installs
+Debian's chromium (`make system-deps`), and the tests launch /usr/bin/chromium directly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium (as root)",
+                allow_module_level=True)
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - the test extra declares playwright
+    pytest.skip("the playwright package is missing: pip install -e '.[test]'", allow_module_level=True)
+
+import uvicorn  # noqa: E402
+
+from flexguard.service.app import create_app  # noqa: E402
+from flexguard.service.settings import Settings  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+
+# A red "car" on a grey street: the tiny model (tests/conftest.py) scores red high on luxury_car, and
+# the evidence box covers only part of the photo. A plain grey photo scores low on everything.
+RED_SIZE = (480, 320)
+RED_RECT = (24, 60, 300, 290)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def red_photo() -> dict:
+    image = Image.new("RGB", RED_SIZE, (128, 128, 128))
+    ImageDraw.Draw(image).rectangle(RED_RECT, fill=(255, 0, 0))
+    return {"name": "merah.png", "mimeType": "image/png", "buffer": _png(image)}
+
+
+def grey_photo() -> dict:
+    return {"name": "abu-abu.png", "mimeType": "image/png", "buffer": _png(Image.new("RGB", (300, 400), (128, 128, 128)))}
+
+
+def broken_photo() -> dict:
+    return {"name": "rusak.jpg", "mimeType": "image/jpeg", "buffer": b"this is not a photo at all"}
+
+
+# ---- fixtures: one server and one browser for the module, a fresh context per test ----
+
+@pytest.fixture(scope="module")
+def base_url(tiny_model_path: Path):
+    app = create_app(Settings(model_path=tiny_model_path))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def problems() -> list[str]:
+    """JavaScript exceptions and Content-Security-Policy refusals seen by the page: must stay empty."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, base_url: str, problems: list[str]):
+    context = browser.new_context(base_url=base_url, viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
+    page.on("console", lambda m: problems.append(f"console: {m.text}")
+            if m.type == "error" and ("Content Security Policy" in m.text or "Refused" in m.text) else None)
+    yield page
+    context.close()
+
+
+def cards(page: Page):
+    return page.locator("#results > li.card")
+
+
+def choose(page: Page, photos: list[dict]) -> dict:
+    """Put photos on the file input, wait for the cards, return the service's JSON answer."""
+    with page.expect_response("**/v1/score") as answer:
+        page.locator("#files").set_input_files(photos)
+    expect(page.locator("#results > li.card:not(.pending)")).to_have_count(len(photos))
+    expect(page.locator("#results")).not_to_have_attribute("aria-busy", "true")
+    return answer.value.json()
+
+
+def rect(locator) -> dict:
+    box = locator.bounding_box()
+    assert box is not None, "element is not rendered"
+    return box
+
+
+# ---- tests ----
+
+def test_static_files_are_served_with_their_types(page: Page, base_url: str):
+    index = page.request.get("/")
+    assert index.status == 200
+    assert index.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in index.headers["content-security-policy"]
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        response = page.request.get(f"/static/{name}")
+        assert response.status == 200 and response.headers["content-type"].startswith(kind)
+    for name in ("index.html", "nope.js", "..%2Fpage.py"):
+        assert page.request.get(f"/static/{name}").status == 404
+
+
+def test_photos_scored_in_both_languages(page: Page, problems: list[str], tmp_path: Path):
+    page.goto("/")
+    # Bahasa Indonesia first.
+    expect(page.locator("html")).to_have_attribute("lang", "id")
+    expect(page.get_by_text("Foto tidak disimpan.")).to_be_visible()
+    expect(page.get_by_label("Pilih foto")).to_be_attached()
+    lang = page.get_by_role("button", name="English")
+    lang.click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.get_by_text("Photos are not stored.")).to_be_visible()
+    expect(page.get_by_role("button", name="Bahasa Indonesia")).to_be_visible()
+
+    answer = choose(page, [red_photo(), grey_photo()])
+    red_result, grey_result = answer["results"]
+    assert red_result["ok"] and grey_result["ok"]
+    assert max(red_result["categories"], key=lambda c: c["score"])["id"] == "luxury_car"
+    assert red_result["evidence"] and not grey_result["evidence"]
+
+    red, grey = cards(page).nth(0), cards(page).nth(1)
+    expect(red.locator("h3")).to_have_text("merah.png")
+    expect(red.locator(".decision")).to_have_text({"allow": "Allow", "review": "Needs review", "block": "Block"}[
+        red_result["decision"]])
+    expect(grey.locator(".decision")).to_have_text("Allow")
+    expect(red.locator(".risk")).to_contain_text(f"Risk: {round(red_result['risk'] * 100)}%")
+    expect(page.locator("#status")).to_have_text("Done: 2 photos scored.")
+    expect(page.locator("#model")).to_have_text(f"Model: {answer['model']['name']} {answer['model']['version']}")
+
+    # One bar per category, named from the response, filled in proportion to the score.
+    for card, result in ((red, red_result), (grey, grey_result)):
+        bars = card.locator(".bars > li")
+        expect(bars).to_have_count(len(result["categories"]))
+        for category in result["categories"]:
+            bar = card.locator(f'.bars > li[data-category="{category["id"]}"]')
+            expect(bar.locator(".bar-name")).to_have_text(category["name_en"])
+            fill, track = rect(bar.locator(".bar-fill")), rect(bar.locator(".bar-track"))
+            assert fill["width"] == pytest.approx(category["score"] * track["width"], abs=1.5)
+    top_bar = red.locator(".bars > li").first
+    expect(top_bar).to_have_attribute("data-category", "luxury_car")
+    expect(top_bar).to_have_class("bar flagged")
+
+    # The evidence box is drawn on the photo, where the service put it.
+    image = red.locator("img")
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == list(RED_SIZE)
+    box = red.locator(".box")
+    expect(box).to_have_count(1)
+    expect(box).to_be_visible()
+    expect(box).to_have_attribute("data-category", "luxury_car")
+    expect(box.locator(".box-label")).to_contain_text("Luxury car")
+    img, drawn = rect(image), rect(box)
+    left, top, right, bottom = red_result["evidence"][0]["box"]
+    assert drawn["x"] >= img["x"] - 0.5 and drawn["y"] >= img["y"] - 0.5
+    assert drawn["x"] + drawn["width"] <= img["x"] + img["width"] + 0.5
+    assert drawn["y"] + drawn["height"] <= img["y"] + img["height"] + 0.5
+    assert drawn["x"] == pytest.approx(img["x"] + left * img["width"], abs=1.5)
+    assert drawn["y"] == pytest.approx(img["y"] + top * img["height"], abs=1.5)
+    assert drawn["width"] == pytest.approx((right - left) * img["width"], abs=1.5)
+    assert drawn["height"] == pytest.approx((bottom - top) * img["height"], abs=1.5)
+    expect(grey.locator(".box")).to_have_count(0)
+    expect(red.locator("figcaption")).to_contain_text("Luxury car")
+
+    # Back to Bahasa Indonesia: the same results, re-labelled, category names from the response.
+    page.get_by_role("button", name="Bahasa Indonesia").click()
+    expect(page.locator("html")).to_have_attribute("lang", "id")
+    expect(red.locator(".decision")).to_have_text(
+        {"allow": "Aman", "review": "Perlu ditinjau", "block": "Jangan diunggah"}[red_result["decision"]])
+    expect(grey.locator(".decision")).to_have_text("Aman")
+    expect(red.locator(".box-label")).to_contain_text("Mobil mewah")
+    expect(red.locator('.bars > li[data-category="luxury_car"] .bar-name')).to_have_text("Mobil mewah")
+    expect(page.locator("#status")).to_have_text("Selesai: 2 foto dinilai.")
+    expect(page.locator("#results")).to_have_attribute("aria-live", "polite")
+
+    page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
+    assert not problems
+
+
+def test_broken_file_shows_an_error_entry(page: Page, problems: list[str], tmp_path: Path):
+    page.goto("/")
+    answer = choose(page, [broken_photo(), grey_photo()])
+    broken_result = answer["results"][0]
+    assert broken_result["ok"] is False
+    broken = cards(page).nth(0)
+    expect(broken).to_have_class("card failed")
+    expect(broken.locator("h3")).to_have_text("rusak.jpg")
+    expect(broken.locator(".error-message")).to_contain_text(broken_result["error"]["message"])
+    expect(broken.locator(".error-title")).not_to_be_empty()
+    expect(broken.locator(".decision")).to_have_count(0)
+    expect(broken.locator(".placeholder")).to_be_visible()  # the browser can't show it either
+    expect(cards(page).nth(1).locator(".decision")).to_have_text("Aman")
+    expect(page.locator("#status")).to_have_text("Selesai: 1 dari 2 foto dinilai, 1 tidak dapat dinilai.")
+    page.screenshot(path=str(tmp_path / "broken.png"), full_page=True)
+    assert not problems
+
+
+def test_keyboard_picks_photos_on_a_phone(browser: Browser, base_url: str, tmp_path: Path):
+    context = browser.new_context(base_url=base_url, viewport={"width": 375, "height": 740}, is_mobile=True,
+                                  has_touch=True, device_scale_factor=2)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto("/")
+        for _ in range(6):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == "files":
+                break
+        assert page.evaluate("document.activeElement.id") == "files", "the file picker is not reachable by Tab"
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Space")
+        assert chooser.value.is_multiple()
+        with page.expect_response("**/v1/score"):
+            chooser.value.set_files([red_photo(), grey_photo()])
+        expect(page.locator("#results > li.card:not(.pending)")).to_have_count(2)
+        # Nothing sticks out sideways on a phone.
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        img, card = rect(cards(page).first.locator("img")), rect(cards(page).first)
+        assert img["x"] >= card["x"] and img["x"] + img["width"] <= card["x"] + card["width"]
+        page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_api_key_is_sent_and_401_is_explained(page: Page, problems: list[str]):
+    seen_keys: list[str | None] = []
+
+    def refuse_without_key(route):
+        key = route.request.headers.get("x-api-key")
+        seen_keys.append(key)
+        if key != "rahasia":
+            route.fulfill(status=401, content_type="application/json",
+                          body=json.dumps({"detail": "missing or wrong API key"}))
+        else:
+            route.continue_()
+
+    page.route("**/v1/score", refuse_without_key)
+    page.goto("/")
+    with page.expect_response("**/v1/score"):
+        page.locator("#files").set_input_files([grey_photo()])
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("Kunci API diperlukan atau salah (401)")
+    expect(cards(page)).to_have_count(0)
+    expect(page.locator("#key-box")).to_have_attribute("open", "")
+    expect(page.get_by_label("Kunci API", exact=True)).to_be_focused()
+
+    page.get_by_role("button", name="English").click()
+    expect(alert).to_contain_text("An API key is needed")
+
+    page.get_by_label("API key", exact=True).fill("rahasia")
+    choose(page, [grey_photo()])
+    assert seen_keys == [None, "rahasia"]
+    expect(alert).to_be_hidden()
+    expect(cards(page).first.locator(".decision")).to_have_text("Allow")
+    # The key lives in this tab's sessionStorage only.
+    assert page.evaluate("sessionStorage.getItem('flexguard.apiKey')") == "rahasia"
+    assert "rahasia" not in page.evaluate("JSON.stringify(localStorage)")
+    page.reload()
+    expect(page.locator("#api-key")).to_have_value("rahasia")
+    assert not problems
