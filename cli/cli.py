@@ -68,6 +68,48 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                      val_fold=args.val_fold, n_folds=args.n_folds, seed=args.seed, train_only=args.train_only_group,
                      notes=args.note)
     print(f"report: {files.markdown}\n        {files.html}\nmetrics: {files.metrics}")
+    primary, primary_path = next(iter(models.items()))
+    if args.max_auc_drop is not None:
+        _check_auc_drop(files.metrics, primary, [name for name in models if name != primary], args.max_auc_drop)
+    if args.stamp:
+        _require_training_extra()
+        from flexguard.training.export import stamp_evaluation
+
+        info = stamp_evaluation(primary_path, files.metrics, primary)
+        print(f"stamped {primary_path}: review {info.thresholds.review:.4f}, block {info.thresholds.block:.4f}")
+
+
+def _check_auc_drop(metrics_path: Path, primary: str, references: list[str], max_drop: float) -> None:
+    """Refuse a model (e.g. a quantised one) that loses more ROC-AUC than allowed against its reference."""
+    import json
+
+    if not references:
+        raise UserError("--max-auc-drop needs a reference model given with --compare")
+    models = json.loads(metrics_path.read_text())["models"]
+    reference = references[0]
+    drop = models[reference]["roc_auc"] - models[primary]["roc_auc"]
+    if drop > max_drop:
+        raise UserError(f"{primary} loses {drop:.4f} ROC-AUC against {reference}, more than the allowed {max_drop}")
+    print(f"{primary} ROC-AUC within {max_drop} of {reference} (drop {drop:.4f})")
+
+
+def _cmd_quantize(args: argparse.Namespace) -> None:
+    _require_training_extra()
+    from flexguard.datasets.manifest import load_manifests
+    from flexguard.datasets.splits import group_split
+    from flexguard.service.engine import Engine
+    from flexguard.training.quantize import calibration_paths, quantize
+
+    if not args.model.is_file():
+        raise UserError(f"model not found: {args.model}")
+    spec = Engine(args.model).info.preprocess
+    manifest = load_manifests(args.manifest)
+    train_idx, _ = group_split(manifest, val_fold=args.val_fold, n_folds=args.n_folds, seed=args.seed,
+                               train_only=args.train_only_group)
+    paths = calibration_paths(manifest.subset(train_idx), args.calibration_photos, args.seed)
+    out = quantize(args.model, args.out, paths, spec)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), calibrated on {len(paths)} training photos; "
+          f"evaluate it with `flexguard evaluate --model {out} --compare {args.model} --stamp`")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -84,25 +126,31 @@ def _cmd_export(args: argparse.Namespace) -> None:
             raise UserError("give --checkpoint (a training run's checkpoint.pt) or --baseline")
         if not args.checkpoint.is_file():
             raise UserError(f"checkpoint not found: {args.checkpoint}")
-        if args.evaluation is not None and not args.evaluation.is_file():
-            raise UserError(f"evaluation metrics not found: {args.evaluation}")
-        path = export.export_checkpoint(args.checkpoint, args.out, args.name, args.model_version, args.evaluation)
+        path = export.export_checkpoint(args.checkpoint, args.out, args.name, args.model_version)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
+    import copy
+
     import uvicorn
+    from pydantic import ValidationError
+    from uvicorn.config import LOGGING_CONFIG
 
-    from flexguard.service.app import create_app
-    from flexguard.service.settings import get_settings
+    from flexguard.service.app import create_app, load_engine
+    from flexguard.service.settings import Settings, explain
 
-    settings = get_settings()
     overrides = {k: v for k, v in (("model_path", args.model), ("host", args.host), ("port", args.port)) if v is not None}
-    settings = settings.model_copy(update=overrides)
-    from flexguard.service.engine import Engine
-
-    Engine(settings.model_path)  # fail here, with one line, rather than inside the server's startup
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        raise UserError(explain(error)) from None
+    # Load here, not in the server's startup, so a missing or broken model ends with one line.
+    engine = load_engine(settings)
+    # The service's own startup line goes out through uvicorn's handler, like the server's.
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["flexguard"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_config=log_config)
 
 
 def _cmd_import_folder(args: argparse.Namespace) -> None:
@@ -142,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="group: held-out groups (default); random: leaks, for comparison only; all: every photo")
     evaluate.add_argument("--out", type=Path, default=Path("runs/eval"), help="report folder (default: runs/eval)")
     evaluate.add_argument("--note", action="append", default=[], help="a line to add under the report's title (repeatable)")
+    evaluate.add_argument("--stamp", action="store_true",
+                          help="write the first model's thresholds and metrics from this evaluation into its ONNX file")
+    evaluate.add_argument("--max-auc-drop", type=float, metavar="DROP",
+                          help="fail (exit 2) if the first model's ROC-AUC is more than DROP below the first --compare model's")
     _add_split_arguments(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -150,15 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
                                              "with taxonomy, input spec, thresholds, version, data hash and metrics in its metadata.")
     export.add_argument("--checkpoint", type=Path, help="checkpoint.pt or probe.pt from `flexguard train`")
     export.add_argument("--baseline", action="store_true", help="export the zero-training ImageNet baseline instead")
-    export.add_argument("--evaluation", type=Path, help="metrics.json from `flexguard evaluate`: thresholds and metrics to stamp in")
     export.add_argument("--name", default="flexguard", help="model name in the metadata (default: flexguard)")
     export.add_argument("--model-version", default=__version__, help=f"model version in the metadata (default: {__version__})")
     export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     export.set_defaults(func=_cmd_export)
 
+    quantize = commands.add_parser("quantize", help="write an INT8 copy of a model, calibrated on training photos",
+                                   description="Static INT8 quantisation (onnxruntime, QDQ, per-channel weights), calibrated on "
+                                               "photos from the training side of the split. Evaluate the result before shipping it.")
+    quantize.add_argument("--model", type=Path, required=True, help="fp32 ONNX model")
+    quantize.add_argument("--manifest", nargs="+", type=Path, required=True, help="manifest CSV(s), or a folder of manifest*.csv")
+    quantize.add_argument("--out", type=Path, required=True, help="INT8 ONNX file to write")
+    quantize.add_argument("--calibration-photos", type=int, default=300, help="photos to calibrate on (default: 300)")
+    _add_split_arguments(quantize)
+    quantize.set_defaults(func=_cmd_quantize)
+
     serve = commands.add_parser("serve", help="start the REST service",
-                                description="Serve /v1/score over HTTP. Settings come from FLEXGUARD_* environment variables; "
-                                            "these options override them.")
+                                description="Serve the REST API (/v1/score, /v1/model, /healthz, /readyz, /metrics; "
+                                            "docs at /docs). Settings come from environment variables, which these "
+                                            "options override: FLEXGUARD_MODEL_PATH, FLEXGUARD_HOST, FLEXGUARD_PORT, "
+                                            "FLEXGUARD_THREADS, FLEXGUARD_DECODE_THREADS, FLEXGUARD_MAX_BATCH, "
+                                            "FLEXGUARD_MAX_WAIT_MS, FLEXGUARD_MAX_FILES, FLEXGUARD_MAX_BYTES, "
+                                            "FLEXGUARD_MAX_PIXELS, FLEXGUARD_API_KEYS (comma-separated; empty: no key "
+                                            "needed), FLEXGUARD_CORS_ORIGINS (comma-separated).")
     serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH or the shipped model)")
     serve.add_argument("--host", help="address to bind (default: FLEXGUARD_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: FLEXGUARD_PORT or 8000)")

