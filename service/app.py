@@ -1,70 +1,314 @@
-"""The REST app: a thin HTTP client of the inference engine.
+"""The REST app: a thin HTTP layer over the scoring pipeline.
 
-Decoding and the model run in a worker thread so the event loop only moves bytes.
+It reads request bodies into memory (uploads.py), checks API keys (auth.py), scores through
+pipeline.py (decoding in a thread pool, the model in the batcher, so the event loop only moves
+bytes), and answers in the shapes of schemas.py with the error codes of errors.py. Photos are never
+written to disk or logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+from collections import defaultdict
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from http import HTTPStatus
+from typing import Any
 
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from flexguard import __version__
+from flexguard.models.metadata import Thresholds
 
-from .engine import Engine, ImageError, ImageScore
+from .auth import API_KEY_HEADER, api_key_dependency
+from .engine import SUPPORTED_FORMATS, Engine, ImageError
+from .errors import CODES, ApiError, ErrorCode, code_for_status, markdown_table
+from .metrics import Metrics, MetricsMiddleware
 from .page import router as page_router
+from .pipeline import Scorer
+from .schemas import (
+    ErrorOut,
+    ErrorResponse,
+    FailedImage,
+    Limits,
+    ModelRef,
+    ModelResponse,
+    ScoredImage,
+    ScoreResponse,
+    Status,
+    ThresholdsOut,
+)
 from .settings import Settings, get_settings
+from .uploads import PHOTO_FIELD, THRESHOLD_FIELDS, UploadLimits, read_upload
+
+logger = logging.getLogger(__name__)
+_MS_PER_S = 1000.0
+REVIEW_FIELD, BLOCK_FIELD = THRESHOLD_FIELDS
+_THRESHOLD_HELP = "Overrides the model's {} threshold for this request (0-1; review must not be above block)."
 
 
-def _result_json(result: ImageScore | ImageError, categories) -> dict:
-    if isinstance(result, ImageError):
-        return {"ok": False, "error": {"code": result.code, "message": result.message}}
-    return {
-        "ok": True,
-        "risk": result.risk,
-        "decision": result.decision,
-        "categories": [
-            {"id": c.id, "name_en": c.name_en, "name_id": c.name_id, "score": result.scores[c.id]} for c in categories
-        ],
-        "evidence": [asdict(e) for e in result.evidence],
-        "image": {"width": result.width, "height": result.height, "format": result.format},
-    }
+def load_engine(settings: Settings) -> Engine:
+    """The engine as configured: raises ModelLoadError, with one clear line, for a missing or broken model."""
+    return Engine(settings.model_path, threads=settings.threads, max_pixels=settings.max_pixels, max_bytes=settings.max_bytes)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The app; it loads ``settings.model_path`` at startup unless given an already loaded ``engine``."""
     settings = settings or get_settings()
+    metrics = Metrics(settings.max_batch)
+    upload_limits = UploadLimits(settings.max_files, settings.max_bytes)
+    limits = Limits(
+        max_files=settings.max_files, max_bytes=settings.max_bytes, max_pixels=settings.max_pixels,
+        formats=list(SUPPORTED_FORMATS),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.engine = Engine(settings.model_path, threads=settings.threads, max_pixels=settings.max_pixels)
-        yield
+        loaded = engine or await run_in_threadpool(load_engine, settings)
+        metrics.set_model(loaded.info)
+        scorer = Scorer(
+            loaded, settings.max_batch, settings.max_wait_ms / _MS_PER_S, settings.decode_threads, metrics.observe_batch
+        )
+        app.state.engine = loaded
+        app.state.scorer = scorer
+        # Serve (healthz, metrics) at once; readyz turns ready once a first inference has run.
+        warming = asyncio.create_task(_warm_up(app, scorer))
+        logger.info(
+            "serving model %s %s: batches of up to %d photos within %g ms%s",
+            loaded.info.name, loaded.info.version, settings.max_batch, settings.max_wait_ms,
+            ", API keys required" if settings.api_key_list else "",
+        )
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            warming.cancel()
+            scorer.close()
 
-    app = FastAPI(title="flexguard", version=__version__, lifespan=lifespan,
-                  description="Scores photos for displays of wealth before they are posted.")
-
+    app = FastAPI(
+        title="flexguard",
+        version=__version__,
+        description=_description(settings),
+        lifespan=lifespan,
+    )
+    app.state.ready = False
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin_list),
+            allow_methods=["GET", "POST"],
+            allow_headers=[API_KEY_HEADER, "Authorization", "Content-Type"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so it sees every answer
+    _install_error_handlers(app, metrics)
     app.include_router(page_router)
+    guarded = [Depends(api_key_dependency(settings.api_key_list))] if settings.api_key_list else []
+    auth_errors = (ErrorCode.UNAUTHORIZED,) if settings.api_key_list else ()
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok"}
+    @app.get("/healthz", response_model=Status, tags=["operations"], summary="The process is up")
+    async def healthz() -> Status:
+        return Status(status="ok")
 
-    @app.post("/v1/score")
-    async def score(files: list[UploadFile] = File(..., description="one or more photos")) -> dict:
-        if len(files) > settings.max_files:
-            raise HTTPException(413, f"at most {settings.max_files} photos per request")
-        payloads = []
-        for upload in files:
-            data = await upload.read(settings.max_bytes + 1)
-            if len(data) > settings.max_bytes:
-                raise HTTPException(413, f"{upload.filename!r} is over {settings.max_bytes} bytes")
-            payloads.append(data)
-        engine: Engine = app.state.engine
-        results = await run_in_threadpool(engine.score, payloads)
-        return {
-            "model": {"name": engine.info.name, "version": engine.info.version},
-            "results": [_result_json(r, engine.info.categories) for r in results],
-        }
+    @app.get(
+        "/readyz", response_model=Status, tags=["operations"], summary="The model is loaded and warmed up",
+        responses={HTTPStatus.SERVICE_UNAVAILABLE: {"model": Status, "description": "Still starting."}},
+    )
+    async def readyz(request: Request) -> Any:
+        if request.app.state.ready:
+            return Status(status="ready")
+        return JSONResponse(Status(status="starting").model_dump(), status_code=HTTPStatus.SERVICE_UNAVAILABLE)
+
+    @app.get(
+        "/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
+        responses={HTTPStatus.OK: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+    )
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get(
+        "/v1/model", response_model=ModelResponse, dependencies=guarded, tags=["scoring"],
+        summary="The model being served: taxonomy, thresholds, version, validation metrics, limits",
+        responses=_error_responses(*auth_errors),
+    )
+    async def model(request: Request) -> ModelResponse:
+        return ModelResponse.of(request.app.state.engine.info, limits)
+
+    @app.post(
+        "/v1/score", response_model=ScoreResponse, dependencies=guarded, tags=["scoring"],
+        summary="Score photos for displays of wealth",
+        description=(
+            f"Send up to {settings.max_files} photos as multipart/form-data field `{PHOTO_FIELD}` (repeat it per "
+            "photo), or one photo as the raw body with an `image/*` content type. The thresholds may be given as "
+            "query parameters or, in multipart requests, as form fields. Each photo gets one entry in `results`, "
+            "in input order: a photo that cannot be read gets `ok: false` and an error code while the others "
+            "are scored."
+        ),
+        openapi_extra={"requestBody": _score_request_body(settings.max_files)},
+        responses=_error_responses(
+            *auth_errors, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, ErrorCode.TOO_MANY_FILES,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.NO_PHOTOS, ErrorCode.INVALID_PARAMETERS,
+        ),
+    )
+    async def score(
+        request: Request,
+        review_threshold: float | None = Query(None, ge=0.0, le=1.0, description=_THRESHOLD_HELP.format("review")),
+        block_threshold: float | None = Query(None, ge=0.0, le=1.0, description=_THRESHOLD_HELP.format("block")),
+    ) -> ScoreResponse:
+        try:
+            upload = await read_upload(
+                request.headers.get("content-type"), request.headers.get("content-length"), request.stream(), upload_limits
+            )
+        except ClientDisconnect:  # the client gave up mid-upload: an ordinary event, not a server fault
+            raise ApiError(ErrorCode.BAD_REQUEST, "the client closed the connection before sending the whole body") from None
+        scorer: Scorer = request.app.state.scorer
+        info = scorer.engine.info
+        thresholds = _thresholds(
+            info.thresholds, {REVIEW_FIELD: review_threshold, BLOCK_FIELD: block_threshold}, upload.fields
+        )
+        results = await scorer.score(upload.photos, thresholds)
+        for result in results:
+            if isinstance(result, ImageError):
+                metrics.rejected.labels(reason=result.code).inc()
+            else:
+                metrics.images.inc()
+                metrics.decisions.labels(decision=result.decision).inc()
+        return ScoreResponse(
+            model=ModelRef(name=info.name, version=info.version),
+            thresholds=ThresholdsOut.of(thresholds),
+            results=[
+                FailedImage.of(r) if isinstance(r, ImageError) else ScoredImage.of(r, info.categories) for r in results
+            ],
+        )
 
     return app
+
+
+async def _warm_up(app: FastAPI, scorer: Scorer) -> None:
+    try:
+        await scorer.warm_up()
+    except Exception:  # a model that cannot run stays unready, and says why in the log
+        logger.exception("warm-up inference failed; /readyz stays unready")
+        return
+    app.state.ready = True
+
+
+def _thresholds(model: Thresholds, query: dict[str, float | None], form: dict[str, str]) -> Thresholds:
+    """The model's thresholds with the request's overrides (query parameters or form fields) applied."""
+    given = {name: value for name, value in query.items() if value is not None}
+    for name, text in form.items():
+        if name in given:
+            raise ApiError(ErrorCode.INVALID_PARAMETERS, f"{name} is given both as a query parameter and a form field")
+        given[name] = _parse_fraction(name, text)
+    review = given.get(REVIEW_FIELD, model.review)
+    block = given.get(BLOCK_FIELD, model.block)
+    if review > block:
+        whose = {name: "" if name in given else " (the model's)" for name in THRESHOLD_FIELDS}
+        raise ApiError(
+            ErrorCode.INVALID_PARAMETERS,
+            f"{REVIEW_FIELD} {review}{whose[REVIEW_FIELD]} must not be above {BLOCK_FIELD} {block}{whose[BLOCK_FIELD]}",
+        )
+    return Thresholds(review, block)
+
+
+def _parse_fraction(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise ApiError(ErrorCode.INVALID_PARAMETERS, f"{name} must be a number from 0 to 1, not {text.strip()!r}")
+    return value
+
+
+def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """Every error answer has the same JSON body: ``{"error": {"code", "message"}}``."""
+
+    def answer(code: ErrorCode, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+        body = ErrorResponse(error=ErrorOut(code=code, message=message), detail=message)
+        return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        metrics.rejected.labels(reason=error.code).inc()
+        # RFC 9110: a 401 names the scheme that would work.
+        headers = {"WWW-Authenticate": "Bearer"} if error.code == ErrorCode.UNAUTHORIZED else None
+        return answer(error.code, error.message, error.status, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
+        metrics.rejected.labels(reason=ErrorCode.INVALID_PARAMETERS).inc()
+        # loc is ("query", "review_threshold"): the parameter's name is what the caller knows.
+        problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in error.errors())
+        return answer(ErrorCode.INVALID_PARAMETERS, problems, HTTPStatus.UNPROCESSABLE_ENTITY)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return answer(code_for_status(error.status_code), str(error.detail), error.status_code, error.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        # The server logs the traceback (uvicorn does, once this answer is sent); the client gets no details.
+        return answer(
+            ErrorCode.INTERNAL_ERROR, "the service failed to handle this request", HTTPStatus.INTERNAL_SERVER_ERROR
+        )
+
+
+def _error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers of a route, grouped by status."""
+    by_status: dict[int, list[str]] = defaultdict(list)
+    for code in codes:
+        by_status[CODES[code].status].append(f"`{code}`: {CODES[code].meaning}")
+    return {status: {"model": ErrorResponse, "description": " ".join(lines)} for status, lines in by_status.items()}
+
+
+def _score_request_body(max_files: int) -> dict[str, Any]:
+    fraction = {"type": "number", "minimum": 0, "maximum": 1}
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [PHOTO_FIELD],
+                    "properties": {
+                        PHOTO_FIELD: {
+                            "type": "array", "items": {"type": "string", "format": "binary"}, "maxItems": max_files,
+                            "description": "The photos; the format is detected from the content, not the file name.",
+                        },
+                        REVIEW_FIELD: {**fraction, "description": _THRESHOLD_HELP.format("review")},
+                        BLOCK_FIELD: {**fraction, "description": _THRESHOLD_HELP.format("block")},
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary", "description": "One photo as the raw body."}},
+        },
+    }
+
+
+def _description(settings: Settings) -> str:
+    return f"""Scores photos for displays of wealth (luxury cars, designer bags, jewellery and watches, luxury
+travel) before they are posted.
+
+**Photos** are read in memory and never written to disk or logged. Formats (detected from the content,
+not the file name): {', '.join(SUPPORTED_FORMATS)} (HEIF covers iPhone HEIC; GIF and animated WebP are
+scored on their first frame). Limits: {settings.max_files} photos per request, {settings.max_bytes} bytes
+and {settings.max_pixels} pixels per photo.
+
+**API keys**: when the service is started with `FLEXGUARD_API_KEYS=key1,key2`, the `/v1` routes need one
+of the keys, in the `{API_KEY_HEADER}` header or as `Authorization: Bearer <key>`. Without it, no key is needed.
+This deployment: {"keys required" if settings.api_key_list else "no key needed"}.
+
+**Errors**: every error answer is `{{"error": {{"code", "message"}}, "detail"}}` (`detail` repeats the
+message, as FastAPI's default error body has it); a photo that cannot be scored gets
+`{{"ok": false, "error": {{"code", "message"}}}}` in its place in `results`. The codes:
+
+{markdown_table()}
+"""

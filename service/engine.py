@@ -9,6 +9,7 @@ metadata.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,27 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, ModelMetadataError, Thresholds
 from flexguard.models.preprocessing import Placement, load_image, open_image, preprocess
 
+from .errors import ErrorCode
+
 # An evidence box covers the map cells that reach this share of the category's peak activation and
 # touch the peak: the object's extent without stray activity elsewhere in the photo.
 EVIDENCE_PEAK_SHARE = 0.5
 DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_BYTES = 25_000_000
+# What phones, cameras and the web produce, as Pillow names them once it has sniffed the content
+# (MPO: a phone JPEG carrying a second picture; HEIF: HEIC/HEIF, read through pillow-heif). Anything
+# else Pillow can read (ICO, PSD, AVIF, ...) is refused before its pixels are decoded: no upload tool
+# sends those, and each would be one more decoder exposed to untrusted bytes.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+_MS_PER_S = 1000.0
+
+
+def available_cores() -> int:
+    """CPUs this process may run on; unlike ``os.cpu_count`` it respects taskset and cpusets."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not offered on macOS or Windows
+        return os.cpu_count() or 1
 
 
 class ModelLoadError(RuntimeError):
@@ -34,7 +52,7 @@ class ModelLoadError(RuntimeError):
 class ImageError(ValueError):
     """A photo that cannot be scored; ``code`` is stable for clients to branch on."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: ErrorCode, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -49,6 +67,17 @@ class Prepared:
     width: int
     height: int
     format: str
+    decode_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where one photo's time went, in milliseconds."""
+
+    decode_ms: float  # reading and preprocessing this photo
+    queue_ms: float  # waiting for its model call to start (the service's batcher gathers photos meanwhile)
+    model_ms: float  # the onnxruntime call this photo was part of
+    batch_size: int  # photos in that call
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,7 @@ class ImageScore:
     width: int = 0
     height: int = 0
     format: str = ""
+    timing: Timing | None = None
 
 
 def _connected_box(mask: np.ndarray, seed: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -102,13 +132,19 @@ def evidence_box(cam: np.ndarray, placement: Placement) -> tuple[float, float, f
 class Engine:
     """Holds one onnxruntime session and the model's self-description."""
 
-    def __init__(self, model_path: str | os.PathLike, threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ):
         path = Path(model_path)
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or available_cores()
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped errors for unreadable files
@@ -122,42 +158,69 @@ class Engine:
             raise ModelLoadError(f"{path}: expected input {INPUT_NAME!r} and outputs {SCORES_OUTPUT!r}, {CAM_OUTPUT!r}")
         self.path = path
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
 
     def prepare(self, source: str | os.PathLike | bytes | BinaryIO) -> Prepared:
-        """Decode and preprocess one photo (CPU work; safe to call from many threads)."""
+        """Decode and preprocess one photo (CPU work; safe to call from many threads).
+
+        The byte size, the format (sniffed from the content) and the pixel count (from the header) are
+        all checked before the pixels are decoded.
+        """
+        start = time.perf_counter()
         spec = self.info.preprocess
         try:
-            image = open_image(source)
-            width, height = image.size
-            if width * height > self.max_pixels:
-                raise ImageError("too_many_pixels", f"{width}x{height} is over the limit of {self.max_pixels} pixels")
-            image_format = image.format or ""
-            rgb = load_image(image, spec)
-            # Report the photo's own size as displayed, not the reduced size a JPEG draft decoded.
-            if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
-                width, height = height, width
-            tensor, placement = preprocess(rgb, spec)
+            size = _byte_size(source)
+            if size is not None and size > self.max_bytes:
+                raise ImageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {self.max_bytes} bytes")
+            with open_image(source) as image:
+                image_format = image.format
+                if image_format not in SUPPORTED_FORMATS:
+                    raise ImageError(
+                        ErrorCode.UNSUPPORTED_FORMAT,
+                        f"{image_format} is not a supported format (supported: {', '.join(SUPPORTED_FORMATS)})",
+                    )
+                width, height = image.size
+                if width * height > self.max_pixels:
+                    raise ImageError(
+                        ErrorCode.TOO_MANY_PIXELS, f"{width}x{height} is over the limit of {self.max_pixels} pixels"
+                    )
+                rgb = load_image(image, spec)
+                # Report the photo's own size as displayed, not the reduced size a JPEG draft decoded.
+                if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+                    width, height = height, width
+                tensor, placement = preprocess(rgb, spec)
         except ImageError:
             raise
         except UnidentifiedImageError:
-            raise ImageError("unsupported_format", "not an image format flexguard can read") from None
+            raise ImageError(ErrorCode.UNSUPPORTED_FORMAT, "not an image format flexguard can read") from None
         except Image.DecompressionBombError as error:
-            raise ImageError("too_many_pixels", str(error)) from None
+            raise ImageError(ErrorCode.TOO_MANY_PIXELS, str(error)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ImageError("decode_failed", f"the image could not be decoded: {error}") from None
-        return Prepared(tensor, placement, width, height, image_format)
+            raise ImageError(ErrorCode.DECODE_FAILED, f"the image could not be decoded: {error}") from None
+        decode_ms = (time.perf_counter() - start) * _MS_PER_S
+        return Prepared(tensor, placement, width, height, image_format, decode_ms)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model call on a preprocessed batch (N, 3, S, S): per-category scores (N, C) and maps (N, C, h, w)."""
         scores, cams = self.session.run([SCORES_OUTPUT, CAM_OUTPUT], {INPUT_NAME: batch})
         return scores, cams
 
+    def warm_up(self) -> None:
+        """One inference on a blank input, so onnxruntime's first-call set-up is not paid by a user."""
+        size = self.info.preprocess.size
+        self.run(np.zeros((1, 3, size, size), dtype=np.float32))
+
     def score_prepared(self, prepared: Sequence[Prepared], thresholds: Thresholds | None = None) -> list[ImageScore]:
         if not prepared:
             return []
         thresholds = thresholds or self.info.thresholds
+        start = time.perf_counter()
         scores, cams = self.run(np.stack([p.tensor for p in prepared]))
-        return [self._result(p, s, c, thresholds) for p, s, c in zip(prepared, scores, cams)]
+        model_ms = (time.perf_counter() - start) * _MS_PER_S
+        return [
+            self.result(p, s, c, thresholds, Timing(p.decode_ms, 0.0, model_ms, len(prepared)))
+            for p, s, c in zip(prepared, scores, cams)
+        ]
 
     def score(self, sources: Iterable[str | os.PathLike | bytes | BinaryIO], thresholds: Thresholds | None = None) -> list[ImageScore | ImageError]:
         """Score several photos in one model call; a photo that fails gets its ImageError in its place."""
@@ -171,7 +234,8 @@ class Engine:
         scored = iter(self.score_prepared(good, thresholds))
         return [next(scored) if isinstance(p, Prepared) else p for p in prepared]
 
-    def _result(self, prepared: Prepared, scores: np.ndarray, cams: np.ndarray, thresholds: Thresholds) -> ImageScore:
+    def result(self, prepared: Prepared, scores: np.ndarray, cams: np.ndarray, thresholds: Thresholds, timing: Timing) -> ImageScore:
+        """One photo's row of the model outputs as risk, decision and evidence under ``thresholds``."""
         ids = self.info.category_ids
         risk = float(scores.max())
         evidence = [
@@ -187,4 +251,14 @@ class Engine:
             width=prepared.width,
             height=prepared.height,
             format=prepared.format,
+            timing=timing,
         )
+
+
+def _byte_size(source: str | os.PathLike | bytes | BinaryIO) -> int | None:
+    """Size of a photo given as bytes or a path; None for an open file (Pillow reads only what it needs)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return memoryview(source).nbytes
+    if isinstance(source, (str, os.PathLike)):
+        return os.stat(source).st_size
+    return None

@@ -17,12 +17,15 @@ from flexguard.models.metadata import KEY_PREFIX, REQUIRED_KEYS, Thresholds
 from flexguard.models.preprocessing import Placement, preprocess
 from flexguard.models.taxonomy import CATEGORY_IDS
 from flexguard.service.engine import (
+    SUPPORTED_FORMATS,
     Engine,
     Evidence,
     ImageError,
     ImageScore,
     ModelLoadError,
     Prepared,
+    Timing,
+    available_cores,
     evidence_box,
 )
 
@@ -348,3 +351,58 @@ def test_engine_cam_follows_the_photo(engine):
     peak = np.unravel_index(int(np.argmax(cams[0, 0])), cams[0, 0].shape)
     assert peak[0] < 2 and peak[1] < 2
     assert evidence_box(cams[0, 0], placement) == (0.0, 0.0, round(2 / 9, 4), round(2 / 9, 4))
+
+
+# --- limits, formats, timing ----------------------------------------------------------------------
+
+
+def test_default_threads_are_the_cores_this_process_may_use(tiny_model_path):
+    engine = Engine(tiny_model_path)
+    assert engine.session.get_session_options().intra_op_num_threads == available_cores() >= 1
+
+
+def test_too_large_is_checked_before_decoding(tiny_model_path, grey_png, tmp_path):
+    small = Engine(tiny_model_path, threads=1, max_bytes=len(grey_png) - 1)
+    path = tmp_path / "grey.png"
+    path.write_bytes(grey_png)
+    for source in (grey_png, bytearray(grey_png), memoryview(grey_png), path, str(path)):
+        with pytest.raises(ImageError) as caught:
+            small.prepare(source)
+        assert caught.value.code == "too_large"
+        assert str(len(grey_png)) in caught.value.message
+    exact = Engine(tiny_model_path, threads=1, max_bytes=len(grey_png))
+    assert isinstance(exact.prepare(grey_png), Prepared)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "TGA", "PCX", "PPM"])
+def test_formats_outside_the_supported_ones_are_refused(engine, encoder, fmt):
+    data = encoder(photo((64, 48), colour=RED), fmt)
+    with pytest.raises(ImageError) as caught:
+        engine.prepare(data)
+    assert caught.value.code == "unsupported_format"
+    assert fmt in caught.value.message and "JPEG" in caught.value.message
+    assert fmt not in SUPPORTED_FORMATS
+
+
+def test_results_carry_their_timing(engine, red_jpeg, grey_png):
+    red, grey = engine.score([red_jpeg, grey_png])
+    for result in (red, grey):
+        assert isinstance(result.timing, Timing)
+        assert result.timing.decode_ms > 0 and result.timing.model_ms > 0
+        assert result.timing.queue_ms == 0 and result.timing.batch_size == 2
+    assert red.timing.model_ms == grey.timing.model_ms  # one model call for both
+
+
+def test_result_from_raw_outputs_is_what_score_gives(engine, red_jpeg):
+    """The service builds results from batched rows with ``result``; it must agree with ``score``."""
+    prepared = engine.prepare(red_jpeg)
+    scores, cams = engine.run(prepared.tensor[None])
+    timing = Timing(1.0, 2.0, 3.0, 4)
+    built = engine.result(prepared, scores[0], cams[0], engine.info.thresholds, timing)
+    (scored,) = engine.score([red_jpeg])
+    assert built.timing == timing
+    assert (built.risk, built.decision, built.scores, built.evidence) == (scored.risk, scored.decision, scored.scores, scored.evidence)
+
+
+def test_warm_up(engine):
+    engine.warm_up()  # one blank inference; must not raise

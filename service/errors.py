@@ -1,0 +1,95 @@
+"""The stable error codes clients branch on, kept in one place.
+
+A code appears either in one photo's result (``{"ok": false, "error": {"code", "message"}}``, the
+other photos are still scored) or in the body of a whole-request error (``{"error": {"code",
+"message"}}`` with a 4xx status). The OpenAPI description is built from ``CODES``, so the docs list
+exactly what the service sends. No HTTP framework in here: the engine raises per-photo codes too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from http import HTTPStatus
+
+
+class ErrorCode(StrEnum):
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    DECODE_FAILED = "decode_failed"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_LARGE = "too_large"
+    TOO_MANY_FILES = "too_many_files"
+    NO_PHOTOS = "no_photos"
+    BAD_REQUEST = "bad_request"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INVALID_PARAMETERS = "invalid_parameters"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    # None: the code only ever appears in one photo's result, never as a request's status.
+    status: HTTPStatus | None
+    meaning: str
+
+
+CODES: dict[ErrorCode, CodeInfo] = {
+    ErrorCode.UNSUPPORTED_FORMAT: CodeInfo(
+        None, "The photo's content is in none of the supported formats (GET /v1/model lists them); the file "
+              "name and the declared content type are ignored."),
+    ErrorCode.DECODE_FAILED: CodeInfo(None, "The photo is in a supported format but is broken or cut short."),
+    ErrorCode.TOO_MANY_PIXELS: CodeInfo(
+        None, "The photo's header declares more pixels than the limit (checked before decoding), or it is a "
+              "decompression bomb."),
+    ErrorCode.TOO_LARGE: CodeInfo(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "A photo is over the byte limit, or the request body is larger than the most photos allowed could be."),
+    ErrorCode.TOO_MANY_FILES: CodeInfo(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "More photos in one request than allowed."),
+    ErrorCode.NO_PHOTOS: CodeInfo(HTTPStatus.UNPROCESSABLE_ENTITY, "The request carries no photo."),
+    ErrorCode.BAD_REQUEST: CodeInfo(HTTPStatus.BAD_REQUEST, "The body cannot be parsed (a broken or cut-short multipart body)."),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: CodeInfo(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "The body is neither multipart/form-data nor an image/* content type."),
+    ErrorCode.INVALID_PARAMETERS: CodeInfo(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "A parameter is invalid (a threshold outside 0-1, review above block, an unknown form field)."),
+    ErrorCode.UNAUTHORIZED: CodeInfo(HTTPStatus.UNAUTHORIZED, "API keys are on and the key is missing or wrong."),
+    ErrorCode.NOT_FOUND: CodeInfo(HTTPStatus.NOT_FOUND, "No such path."),
+    ErrorCode.METHOD_NOT_ALLOWED: CodeInfo(HTTPStatus.METHOD_NOT_ALLOWED, "The path does not take this HTTP method."),
+    ErrorCode.INTERNAL_ERROR: CodeInfo(
+        HTTPStatus.INTERNAL_SERVER_ERROR, "A fault in the service, not in the request; it is logged (without the photos)."),
+}
+
+
+class ApiError(Exception):
+    """A whole-request problem, answered with the code's HTTP status and a JSON error body."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        status = CODES[code].status
+        if status is None:
+            raise ValueError(f"{code} is a per-photo code, not a request error")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+# Errors the web framework raises itself, before any flexguard code runs.
+_FRAMEWORK_CODES = {HTTPStatus.NOT_FOUND: ErrorCode.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED: ErrorCode.METHOD_NOT_ALLOWED}
+
+
+def code_for_status(status: int) -> ErrorCode:
+    """The code for an error the web framework raises itself (unknown path, wrong method, ...)."""
+    fallback = ErrorCode.BAD_REQUEST if status < HTTPStatus.INTERNAL_SERVER_ERROR else ErrorCode.INTERNAL_ERROR
+    return _FRAMEWORK_CODES.get(HTTPStatus(status), fallback)
+
+
+def markdown_table() -> str:
+    """The codes as a Markdown table, for the OpenAPI description."""
+    rows = ["| code | HTTP status | meaning |", "|---|---|---|"]
+    for code, info in CODES.items():
+        where = f"{info.status.value} {info.status.phrase}" if info.status else "in the photo's result (request: 200)"
+        rows.append(f"| `{code}` | {where} | {info.meaning} |")
+    return "\n".join(rows)

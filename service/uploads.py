@@ -1,0 +1,208 @@
+"""Reading a scoring request's body into memory, within the limits, without touching the disk.
+
+Why not the web framework's form parsing: Starlette's ``UploadFile`` spools each file to a
+``SpooledTemporaryFile`` that moves to disk past 1 MB, so a phone photo would be written to /tmp, and
+it has no per-file byte limit. Here the body is streamed through python-multipart's push parser
+into in-memory buffers instead, so photos are never written anywhere, and every limit holds while the
+bytes arrive: a declared Content-Length over what a valid request could need is refused before
+reading, a photo over ``max_bytes`` or one photo too many is refused as soon as it shows, and the
+whole body is never read past that bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterable
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from .errors import ApiError, ErrorCode
+
+PHOTO_FIELD = "files"
+THRESHOLD_FIELDS = ("review_threshold", "block_threshold")
+MULTIPART = b"multipart/form-data"
+IMAGE_TYPE_PREFIX = b"image/"
+# Room for one part's boundary line and headers (python-multipart caps them at 8 headers of ~4 KB).
+PART_FRAMING_BYTES = 64 * 1024
+# Room for the threshold fields (a number each) and any preamble or epilogue around the parts.
+FORM_EXTRA_BYTES = 64 * 1024
+MAX_FIELD_BYTES = 64
+_HEADER_ENCODING = "latin-1"  # HTTP and multipart headers are bytes; latin-1 maps each byte to a character
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_files: int
+    max_bytes: int
+
+    @property
+    def max_body(self) -> int:
+        """The most bytes a valid multipart request can need: every photo at the limit, plus framing."""
+        return self.max_files * (self.max_bytes + PART_FRAMING_BYTES) + FORM_EXTRA_BYTES
+
+
+@dataclass
+class Upload:
+    photos: list[bytearray] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)  # form fields other than photos, as sent
+
+
+async def read_upload(
+    content_type: str | None, content_length: str | None, body: AsyncIterable[bytes], limits: UploadLimits
+) -> Upload:
+    """The photos (and form fields) of a multipart/form-data or image/* request body."""
+    media_type, options = parse_options_header(content_type)
+    if not media_type:  # a bare POST: say what to send rather than that its (absent) type is wrong
+        raise ApiError(
+            ErrorCode.NO_PHOTOS,
+            f"the request carries no photo: send multipart/form-data with the photos as '{PHOTO_FIELD}', "
+            "or one photo as an image/* body",
+        )
+    if media_type == MULTIPART:
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise ApiError(ErrorCode.BAD_REQUEST, "the multipart/form-data content type has no boundary")
+        _check_declared_length(content_length, limits.max_body, "the request body")
+        upload = await _read_multipart(boundary, body, limits)
+    elif media_type.startswith(IMAGE_TYPE_PREFIX):
+        _check_declared_length(content_length, limits.max_bytes, "the photo")
+        photo = await _read_raw(body, limits.max_bytes)
+        if not photo:
+            raise ApiError(ErrorCode.NO_PHOTOS, "the request body is empty")
+        upload = Upload(photos=[photo])
+    else:
+        raise ApiError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"send multipart/form-data with the photos as '{PHOTO_FIELD}', or one photo as an image/* body "
+            f"(got {media_type.decode(_HEADER_ENCODING)})",
+        )
+    return upload
+
+
+def _check_declared_length(content_length: str | None, limit: int, what: str) -> None:
+    if content_length is None:  # chunked: counted while reading instead
+        return
+    try:
+        declared = int(content_length)
+    except ValueError:
+        raise ApiError(ErrorCode.BAD_REQUEST, f"Content-Length {content_length!r} is not a number") from None
+    if declared > limit:
+        raise ApiError(ErrorCode.TOO_LARGE, f"{what} is {declared} bytes, over the limit of {limit} bytes")
+
+
+async def _read_raw(body: AsyncIterable[bytes], max_bytes: int) -> bytearray:
+    photo = bytearray()
+    async for chunk in body:
+        if len(photo) + len(chunk) > max_bytes:
+            raise ApiError(ErrorCode.TOO_LARGE, f"the photo is over the limit of {max_bytes} bytes")
+        photo += chunk
+    return photo
+
+
+async def _read_multipart(boundary: bytes, body: AsyncIterable[bytes], limits: UploadLimits) -> Upload:
+    try:
+        form = _Form(boundary, limits)
+    except FormParserError as error:
+        raise ApiError(ErrorCode.BAD_REQUEST, f"the multipart body cannot be parsed: {error}") from None
+    received = 0
+    refusal: ApiError | None = None
+    async for chunk in body:
+        received += len(chunk)
+        if received > limits.max_body:
+            raise ApiError(ErrorCode.TOO_LARGE, f"the request body is over the limit of {limits.max_body} bytes")
+        if refusal is None:
+            try:
+                form.feed(chunk)
+            except ApiError as error:
+                # Keep reading (and dropping) the rest, within max_body: a client still sending its
+                # body would otherwise see a broken connection instead of this answer.
+                refusal = error
+    if refusal is not None:
+        raise refusal
+    if not form.finished:
+        raise ApiError(ErrorCode.BAD_REQUEST, "the multipart body ends before its closing boundary")
+    if not form.upload.photos:
+        raise ApiError(ErrorCode.NO_PHOTOS, f"the request carries no photo: send them as '{PHOTO_FIELD}'")
+    return form.upload
+
+
+class _Form:
+    """python-multipart callbacks that collect each part into memory, enforcing the limits per part."""
+
+    def __init__(self, boundary: bytes, limits: UploadLimits):
+        self.upload = Upload()
+        self.finished = False
+        self._limits = limits
+        self._headers: dict[bytes, bytes] = {}
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._part = bytearray()
+        self._part_limit = 0
+        self._part_name = ""
+        self._part_label = ""
+        self._parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": self._on_part_begin,
+                "on_header_field": lambda data, start, end: self._header_name.extend(data[start:end]),
+                "on_header_value": lambda data, start, end: self._header_value.extend(data[start:end]),
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+                "on_end": self._on_end,
+            },
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._parser.write(chunk)
+        except FormParserError as error:
+            raise ApiError(ErrorCode.BAD_REQUEST, f"the multipart body cannot be parsed: {error}") from None
+
+    def _on_part_begin(self) -> None:
+        self._headers = {}
+
+    def _on_header_end(self) -> None:
+        self._headers[bytes(self._header_name).lower()] = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def _on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition"))
+        name = options.get(b"name", b"").decode(_HEADER_ENCODING)
+        self._part = bytearray()
+        self._part_name = name
+        if name == PHOTO_FIELD:
+            photos = self.upload.photos
+            if len(photos) == self._limits.max_files:
+                raise ApiError(ErrorCode.TOO_MANY_FILES, f"at most {self._limits.max_files} photos per request")
+            filename = options.get(b"filename")
+            # Browsers send UTF-8 file names; the name only ever goes back to the client in a message.
+            shown = f" ({filename.decode('utf-8', 'replace')!r})" if filename else ""
+            self._part_label = f"photo {len(photos) + 1}{shown}"
+            self._part_limit = self._limits.max_bytes
+            photos.append(self._part)
+        elif name in THRESHOLD_FIELDS:
+            if name in self.upload.fields:
+                raise ApiError(ErrorCode.INVALID_PARAMETERS, f"{name} is given more than once")
+            self._part_label = name
+            self._part_limit = MAX_FIELD_BYTES
+        else:
+            expected = ", ".join(repr(f) for f in (PHOTO_FIELD, *THRESHOLD_FIELDS))
+            raise ApiError(ErrorCode.INVALID_PARAMETERS, f"unknown form field {name!r}: the fields are {expected}")
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if len(self._part) + (end - start) > self._part_limit:
+            if self._part_name == PHOTO_FIELD:
+                raise ApiError(ErrorCode.TOO_LARGE, f"{self._part_label} is over the limit of {self._part_limit} bytes")
+            raise ApiError(ErrorCode.INVALID_PARAMETERS, f"{self._part_label} is longer than {self._part_limit} bytes")
+        self._part.extend(data[start:end])
+
+    def _on_part_end(self) -> None:
+        if self._part_name in THRESHOLD_FIELDS:
+            self.upload.fields[self._part_name] = self._part.decode("utf-8", "replace")
+
+    def _on_end(self) -> None:
+        self.finished = True
