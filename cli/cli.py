@@ -43,7 +43,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         manifests=[str(m) for m in args.manifest], out_dir=str(args.out), cache_dir=str(args.cache_dir),
         seed=args.seed, n_folds=args.n_folds, val_fold=args.val_fold, train_only_groups=args.train_only_group, views=args.views, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, workers=args.workers,
-        resize_mode=args.resize_mode,
+        resize_mode=args.resize_mode, anchored=args.anchor,
     )
     train(config)
 
@@ -160,6 +160,31 @@ def _cmd_import_folder(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(manifest)} photos")
 
 
+# Exit status of a scan that found a photo at or over --fail-on (2 stays "usage error").
+SCAN_FLAGGED_STATUS = 1
+
+
+def _cmd_scan(args: argparse.Namespace) -> None:
+    from flexguard.service.scan import ScanOptions, run_scan
+    from flexguard.service.scan_rows import ScanError
+
+    options = ScanOptions(
+        roots=args.paths, out=args.out, include=args.include, exclude=args.exclude, force=args.force,
+        report=args.report, engine=args.engine, server=args.server, ray_address=args.ray_address,
+        model=args.model, workers=args.workers, batch_size=args.batch_size,
+    )
+    try:
+        summary = run_scan(options)
+    except ScanError as error:
+        raise UserError(str(error)) from None
+    print("\n".join(summary.lines()))
+    flagged = summary.at_or_over(args.fail_on) if args.fail_on else 0
+    if flagged:
+        print(f"flexguard scan: {flagged} files at or over {args.fail_on} (--fail-on {args.fail_on})", file=sys.stderr)
+        # main() returns 0 once a command returns; SystemExit is how a command asks for another status.
+        raise SystemExit(SCAN_FLAGGED_STATUS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexguard", description="Screen photos for displays of wealth before they are posted.")
     parser.add_argument("--version", action="version", version=f"flexguard {__version__}")
@@ -176,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps-per-epoch", type=int, default=40, help="batches per epoch (default: 40)")
     train.add_argument("--batch-size", type=int, default=64, help="photos per batch (default: 64)")
     train.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    train.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
+                       help="ship the average of the fine-tuned and linear-probe branches (default: on)")
     train.add_argument("--resize-mode", choices=("letterbox", "squash"), default="letterbox", help="how the whole photo is fitted (default: letterbox)")
     _add_split_arguments(train)
     train.set_defaults(func=_cmd_train)
@@ -220,15 +247,39 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the REST service",
                                 description="Serve the REST API (/v1/score, /v1/model, /healthz, /readyz, /metrics; "
                                             "docs at /docs). Settings come from environment variables, which these "
-                                            "options override: FLEXGUARD_MODEL_PATH, FLEXGUARD_HOST, FLEXGUARD_PORT, "
+                                            "options override: FLEXGUARD_MODEL_PATH, FLEXGUARD_MODEL_VARIANT (fp32 or int8), FLEXGUARD_HOST, FLEXGUARD_PORT, "
                                             "FLEXGUARD_THREADS, FLEXGUARD_DECODE_THREADS, FLEXGUARD_MAX_BATCH, "
                                             "FLEXGUARD_MAX_WAIT_MS, FLEXGUARD_MAX_FILES, FLEXGUARD_MAX_BYTES, "
                                             "FLEXGUARD_MAX_PIXELS, FLEXGUARD_API_KEYS (comma-separated; empty: no key "
                                             "needed), FLEXGUARD_CORS_ORIGINS (comma-separated).")
-    serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH or the shipped model)")
+    serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH, or the shipped model of FLEXGUARD_MODEL_VARIANT)")
     serve.add_argument("--host", help="address to bind (default: FLEXGUARD_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: FLEXGUARD_PORT or 8000)")
     serve.set_defaults(func=_cmd_serve)
+
+    scan = commands.add_parser("scan", help="score every photo in folders into a resumable JSONL/CSV file",
+                               description="Walk folders recursively and score every photo (recognised by its content) into --out, "
+                                           "one row per file as soon as it is scored: JSON Lines, or CSV when the name ends in .csv. "
+                                           "Rerunning the same command after a crash or Ctrl-C continues where it stopped. "
+                                           "Hidden files and folders and files that are not images are skipped and counted.")
+    scan.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders (walked recursively) or photos to scan")
+    scan.add_argument("--out", type=Path, required=True, help="output file: .jsonl (default format) or .csv; continued if it exists")
+    scan.add_argument("--include", action="append", default=[], metavar="GLOB",
+                      help="scan only files matching GLOB (repeatable; case-insensitive; without '/' it matches the name "
+                           "at any depth, with '/' the path under PATH)")
+    scan.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip files and folders matching GLOB (repeatable; as --include)")
+    scan.add_argument("--force", action="store_true", help="start --out over instead of continuing it")
+    scan.add_argument("--fail-on", choices=("review", "block"), help="exit with status 1 if any file reaches this decision (for pipelines)")
+    scan.add_argument("--report", type=Path, metavar="HTML", help="also write a self-contained HTML report for reviewers")
+    scan.add_argument("--engine", choices=("local", "ray"), default="local",
+                      help="local: this machine (default); ray: a Ray cluster through Ray Data (needs flexguard[ray])")
+    scan.add_argument("--ray-address", metavar="ADDRESS", help="Ray cluster to connect to (default: start Ray on this machine)")
+    scan.add_argument("--server", metavar="URL",
+                      help="score through a running flexguard service instead (API key, if it needs one: FLEXGUARD_API_KEY)")
+    scan.add_argument("--model", type=Path, help="ONNX model for the local and Ray engines (default: the shipped model)")
+    scan.add_argument("--workers", type=int, help="decoding threads, Ray actors or concurrent requests (default: CPU count)")
+    scan.add_argument("--batch-size", type=int, default=8, help="photos per model call or request (default: 8)")
+    scan.set_defaults(func=_cmd_scan)
 
     importer = commands.add_parser("import-folder", help="make a manifest from a folder per category",
                                    description="Write a manifest CSV from ROOT/<category>/... (category ids or 'ordinary').")

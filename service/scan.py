@@ -1,0 +1,226 @@
+"""``flexguard scan``: score every photo under some folders into a resumable output file.
+
+This module only wires the parts together: ``scan_walk`` finds the photos, a scorer (``scan_local``,
+``scan_ray`` or ``scan_server``) turns paths into rows, ``scan_output`` appends them to the output
+file and knows what an earlier, interrupted run already did, and ``scan_report`` writes the reviewer's
+HTML. Progress goes to stderr (a bar on a terminal, a line now and then in a log); the summary is
+returned for the command to print.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol, Sequence, TextIO
+
+from tqdm import tqdm
+
+from flexguard.models import shipped_model_path
+
+from .scan_output import Journal, ScanParams, read_rows
+from .scan_rows import DECISIONS, FLAGGED, ModelIdentity, ScanError
+from .scan_walk import Walk
+
+# Measured on 2 cores: 4, 8 and 16 are within noise of each other end to end (docs/performance.md);
+# larger batches only cost memory and make rows arrive in bigger bursts.
+DEFAULT_BATCH_SIZE = 8
+ENGINES = ("local", "ray")
+# Without a terminal, one progress line this often is enough for a log and cheap to store.
+PROGRESS_LINE_INTERVAL_S = 10.0
+
+
+class Scorer(Protocol):
+    model: ModelIdentity
+
+    def rows(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    roots: Sequence[str | os.PathLike]
+    out: Path
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    force: bool = False
+    report: Path | None = None
+    engine: str = "local"
+    server: str | None = None
+    ray_address: str | None = None
+    model: Path | None = None
+    workers: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+@dataclass
+class ScanSummary:
+    out: Path
+    rows: int = 0
+    previous: int = 0
+    scored: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    decisions: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    unreadable_folders: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def files_per_s(self) -> float:
+        return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def at_or_over(self, decision: str) -> int:
+        """Rows in the whole output (earlier runs included) whose decision is ``decision`` or worse."""
+        return sum(self.decisions[d] for d in DECISIONS[DECISIONS.index(decision):])
+
+    def lines(self) -> list[str]:
+        def counts(counter: Counter, order: Iterable[str] | None = None) -> str:
+            keys = list(order) if order is not None else sorted(counter)
+            return ", ".join(f"{key} {counter[key]}" for key in keys if counter[key]) or "none"
+
+        this_run = self.scored + self.failed
+        lines = [
+            f"scanned {this_run} files ({self.scored} scored, {self.failed} errors) in "
+            f"{timedelta(seconds=round(self.elapsed_s))}, {self.files_per_s:.1f} files/s",
+            f"{self.out}: {self.rows} rows" + (f" ({self.previous} from earlier runs)" if self.previous else ""),
+            f"decisions: {counts(self.decisions, DECISIONS)}",
+            f"errors: {counts(self.errors)}",
+            f"skipped: {counts(self.skipped)}",
+        ]
+        lines += [f"could not read folder: {folder}" for folder in self.unreadable_folders]
+        if self.report is not None:
+            lines.append(f"report: {self.report}")
+        return lines
+
+
+class Progress:
+    """A tqdm bar (files/s, ETA) on a terminal; otherwise a plain line every ``interval_s``, for logs."""
+
+    def __init__(self, total: int, stream: TextIO, interval_s: float = PROGRESS_LINE_INTERVAL_S):
+        self.total = total
+        self.stream = stream
+        self.interval_s = interval_s
+        self.done = self.flagged = self.failed = 0
+        self.start = self.last_line = time.monotonic()
+        self.bar = tqdm(total=total, unit="file", desc="scan", file=stream, dynamic_ncols=True) if stream.isatty() else None
+
+    def advance(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        self.flagged += row["decision"] in FLAGGED
+        self.failed += not row["ok"]
+        if self.bar is not None:
+            self.bar.set_postfix(flagged=self.flagged, errors=self.failed, refresh=False)
+            self.bar.update(1)
+        elif time.monotonic() - self.last_line >= self.interval_s:
+            self._line()
+
+    def _line(self) -> None:
+        self.last_line = now = time.monotonic()
+        rate = self.done / (now - self.start) if now > self.start else 0.0
+        eta = timedelta(seconds=round((self.total - self.done) / rate)) if rate else "?"
+        share = self.done / self.total if self.total else 1.0
+        print(f"scan: {self.done}/{self.total} files ({share:.0%}), {rate:.1f} files/s, ETA {eta}, "
+              f"{self.flagged} flagged, {self.failed} errors", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.done:
+            self._line()
+
+
+def _validate(options: ScanOptions) -> None:
+    if options.batch_size < 1:
+        raise ScanError(f"--batch-size must be at least 1, not {options.batch_size}")
+    if options.workers is not None and options.workers < 1:
+        raise ScanError(f"--workers must be at least 1, not {options.workers}")
+    if options.engine not in ENGINES:
+        raise ScanError(f"--engine must be one of {', '.join(ENGINES)}, not {options.engine!r}")
+    if options.server and options.engine != "local":
+        raise ScanError("--server and --engine ray are two ways to run the model; choose one")
+    if options.server and options.model:
+        raise ScanError("--model is for the local and Ray engines; the service scores with its own model")
+    if options.ray_address and options.engine != "ray":
+        raise ScanError("--ray-address needs --engine ray")
+    if not options.out.parent.is_dir():
+        raise ScanError(f"folder of --out does not exist: {options.out.parent}")
+    if options.report is not None:
+        if not options.report.parent.is_dir():
+            raise ScanError(f"folder of --report does not exist: {options.report.parent}")
+        if options.report.resolve() == options.out.resolve():
+            raise ScanError("--report and --out must be different files")
+
+
+def _scorer(options: ScanOptions) -> Scorer:
+    # The heavy imports (onnxruntime, httpx, ray) wait until we know which one the scan needs.
+    workers = options.workers or len(os.sched_getaffinity(0))
+    if options.server:
+        from .scan_server import ServerScorer
+
+        return ServerScorer(options.server, workers, options.batch_size)
+    model = options.model or shipped_model_path()
+    if options.engine == "ray":
+        from .scan_ray import RayScorer
+
+        return RayScorer(model, options.ray_address, options.workers, options.batch_size)
+    from .scan_local import LocalScorer
+
+    return LocalScorer(model, workers, options.batch_size)
+
+
+def run_scan(options: ScanOptions, stream: TextIO | None = None) -> ScanSummary:
+    """Scan, append rows to ``options.out`` (continuing an earlier run), write the report; the summary.
+
+    Progress goes to ``stream`` (default: stderr at call time).
+    """
+    stream = stream or sys.stderr
+    _validate(options)
+    walk = Walk(Walk.absolute_roots(options.roots), tuple(options.include), tuple(options.exclude))
+    scorer = _scorer(options)
+    try:
+        params = ScanParams(tuple(walk.roots), walk.include, walk.exclude, scorer.model)
+        with Journal(options.out, params, options.force) as journal:
+            summary = _scan(walk, scorer, journal, stream)
+    finally:
+        scorer.close()
+    if options.report is not None:
+        from .scan_report import write_report
+
+        write_report(options.report, read_rows(options.out, scorer.model), scorer.model, summary, walk.roots)
+        summary.report = options.report
+    return summary
+
+
+def _scan(walk: Walk, scorer: Scorer, journal: Journal, stream: TextIO) -> ScanSummary:
+    if journal.repaired:
+        print(f"scan: cut a half-written last row from {journal.path}; its file is scanned again", file=stream)
+    print(f"scan: looking for photos in {' '.join(walk.roots)}", file=stream, flush=True)
+    pending = list(walk.paths(done=journal.paths))
+    earlier = f", {journal.previous} already in {journal.path}" if journal.previous else ""
+    print(f"scan: {len(pending)} files to scan{earlier}", file=stream, flush=True)
+    progress = Progress(len(pending), stream)
+    try:
+        for row in scorer.rows(pending):
+            journal.append(row)
+            progress.advance(row)
+    except KeyboardInterrupt:
+        print(f"scan: stopped; {len(journal.paths)} rows are saved in {journal.path}: rerun the same command to continue", file=stream)
+        raise
+    finally:
+        progress.close()
+    missing = len(pending) - progress.done
+    if missing:
+        raise RuntimeError(f"{missing} files got no row; rerun the same command to score them")
+    return ScanSummary(
+        out=journal.path, rows=len(journal.paths), previous=journal.previous,
+        scored=progress.done - progress.failed, failed=progress.failed, elapsed_s=time.monotonic() - progress.start,
+        decisions=Counter(journal.decisions), errors=Counter(journal.errors),
+        skipped=Counter(walk.skipped), unreadable_folders=list(walk.unreadable_folders),
+    )

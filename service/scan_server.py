@@ -1,0 +1,168 @@
+"""Scoring through a running flexguard service (``flexguard scan --server URL``).
+
+For machines that should not hold the model, or when one shared service does the work for many
+scanners. The rows are those of the local engine: this client reads each file and takes its size and
+hash itself, the service runs the same engine on the same bytes, and ``scan_rows.service_row`` turns
+its answer into the same fields. Only the bytes travel; file names are not sent.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Iterable, Iterator, Sequence
+
+import httpx
+from PIL import Image
+
+from .scan_rows import CategoryLabel, FileError, FileFacts, ModelIdentity, ScanError, error_row, read_file, service_row
+
+SCORE_ENDPOINT = "/v1/score"
+# The service takes at most this many photos per request (its FLEXGUARD_MAX_FILES default).
+SERVICE_MAX_FILES = 64
+API_KEY_ENV = "FLEXGUARD_API_KEY"
+API_KEY_HEADER = "X-API-Key"
+# A request of 64 phone photos can take a while on a busy CPU-only service.
+REQUEST_TIMEOUT_S = 300.0
+# Transient failures (connection reset, 502/503 while the service restarts) are retried with a
+# doubling pause before the scan stops; rows already written stay, and a rerun continues.
+RETRIES = 4
+FIRST_RETRY_PAUSE_S = 1.0
+# The service refused this one file (too many bytes for its limit).
+REJECTED = "rejected_by_server"
+HTTP_TOO_LARGE = 413
+HTTP_UNAUTHORIZED = (401, 403)
+HTTP_SERVER_ERROR = 500
+# How much of a service's error answer is quoted in a message.
+MAX_QUOTED_CHARS = 200
+# Batches in flight per worker: one being scored by the service while the next is read and uploaded.
+BATCHES_PER_WORKER = 2
+
+
+class _TooLarge(Exception):
+    """The service answered 413: a photo in the request is over its size limit."""
+
+
+def _probe_photo() -> bytes:
+    """A 1x1 PNG: scoring it tells us the service's model without sending any real photo."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ServerScorer:
+    def __init__(self, url: str, workers: int, batch_size: int, api_key: str | None = None):
+        if not url.startswith(("http://", "https://")):
+            raise ScanError(f"--server needs an http:// or https:// URL, not {url!r}")
+        self.url = url.rstrip("/")
+        self.workers = workers
+        self.batch_size = min(batch_size, SERVICE_MAX_FILES)
+        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=REQUEST_TIMEOUT_S)
+        try:
+            self.model = self._probe()
+        except BaseException:
+            self.client.close()
+            raise
+
+    def _probe(self) -> ModelIdentity:
+        # No retries: a wrong URL or a service that is down should fail at once, before anything is written.
+        answer = self._post([_probe_photo()], retries=0)
+        result = answer["results"][0]
+        if not result.get("ok"):
+            raise ScanError(f"{self.url} could not score a test photo: {result.get('error')}")
+        categories = tuple(CategoryLabel(c["id"], c["name_en"], c["name_id"]) for c in result["categories"])
+        return ModelIdentity(answer["model"]["name"], answer["model"]["version"], categories)
+
+    def _post(self, photos: Sequence[bytes], retries: int = RETRIES) -> dict[str, Any]:
+        """POST photos to the service and return its parsed answer; ``_TooLarge`` if it refused their size."""
+        files = [("files", (str(index), data, "application/octet-stream")) for index, data in enumerate(photos)]
+        pause = FIRST_RETRY_PAUSE_S
+        for attempt in itertools.count():
+            try:
+                response = self.client.post(SCORE_ENDPOINT, files=files)
+                if response.status_code < HTTP_SERVER_ERROR:
+                    break
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}"
+            if attempt >= retries:
+                # Only scan requests retry; the probe runs before any row is written, so it has nothing to resume.
+                hint = "; the rows written so far are kept: rerun the same command to continue" if retries else ""
+                raise ScanError(f"{self.url} failed ({problem}){hint}")
+            time.sleep(pause)
+            pause *= 2
+        if response.status_code in HTTP_UNAUTHORIZED:
+            raise ScanError(f"{self.url} refused the request (HTTP {response.status_code}); set {API_KEY_ENV} to a valid API key")
+        if response.status_code == HTTP_TOO_LARGE:
+            raise _TooLarge(response.text[:MAX_QUOTED_CHARS])
+        if response.is_error:
+            raise ScanError(f"{self.url}{SCORE_ENDPOINT} answered HTTP {response.status_code}: {response.text[:MAX_QUOTED_CHARS]}")
+        try:
+            answer = response.json()
+            if len(answer["results"]) != len(photos) or not {"name", "version"} <= set(answer["model"]):
+                raise ValueError("expected a model name and version and one result per photo")
+        except (ValueError, KeyError, TypeError) as error:
+            raise ScanError(f"{self.url} does not answer like a flexguard service ({error})") from None
+        return answer
+
+    def _score_bytes(self, photos: Sequence[bytes]) -> list[dict[str, Any] | str]:
+        """The service's result per photo, or why it refused that photo."""
+        try:
+            answer = self._post(photos)
+        except _TooLarge as refusal:
+            # The service refuses the whole request over one file: halve until that file is alone.
+            if len(photos) == 1:
+                return [f"the service refused the file: {refusal}"]
+            middle = len(photos) // 2
+            return self._score_bytes(photos[:middle]) + self._score_bytes(photos[middle:])
+        version = answer["model"]["version"]
+        if version != self.model.version:
+            raise ScanError(f"the service's model changed from {self.model.version} to {version} during the scan; add --force to start over")
+        return answer["results"]
+
+    def _score_batch(self, paths: Sequence[str]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any] | None] = []
+        uploads: list[tuple[int, str, bytes, FileFacts]] = []
+        version = self.model.version
+        for path in paths:
+            try:
+                data, facts = read_file(path)
+            except FileError as error:
+                rows.append(error_row(path, error.facts, error.code, error.message, version))
+                continue
+            uploads.append((len(rows), path, data, facts))
+            rows.append(None)
+        results = self._score_bytes([data for _, _, data, _ in uploads]) if uploads else []
+        for (slot, path, _, facts), result in zip(uploads, results):
+            if isinstance(result, str):
+                rows[slot] = error_row(path, facts, REJECTED, result, version)
+            else:
+                rows[slot] = service_row(path, facts, result, version)
+        return rows  # type: ignore[return-value]
+
+    def rows(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """One row per path, in the order given; requests run ``workers`` at a time."""
+        remaining = iter(paths)
+        # Successive lists of up to batch_size paths, until the paths run out (iter stops at []).
+        batches = iter(lambda: list(itertools.islice(remaining, self.batch_size)), [])
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="flexguard-scan-client")
+        waiting: deque[Future[list[dict[str, Any]]]] = deque()
+        try:
+            for batch in itertools.islice(batches, self.workers * BATCHES_PER_WORKER):
+                waiting.append(pool.submit(self._score_batch, batch))
+            while waiting:
+                rows = waiting.popleft().result()
+                for batch in itertools.islice(batches, 1):
+                    waiting.append(pool.submit(self._score_batch, batch))
+                yield from rows
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self.client.close()
