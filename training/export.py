@@ -38,7 +38,7 @@ IMAGENET_CLASSES_BY_CATEGORY = {
 def load_checkpoint(path: Path) -> tuple[FlexguardNet, dict]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     config = checkpoint["config"]
-    net = FlexguardNet(len(CATEGORY_IDS), config["tune_from_block"], config["dropout"])
+    net = FlexguardNet(len(CATEGORY_IDS), config["tune_from_block"], config["dropout"], config.get("anchored", False))
     net.load_state_dict(checkpoint["state_dict"])
     return net.eval(), checkpoint
 

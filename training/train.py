@@ -69,6 +69,8 @@ class TrainConfig:
     probe_steps: int = 400
     dropout: float = 0.2
     tune_from_block: int = DEFAULT_TUNE_FROM_BLOCK
+    # Ship the average of the fine-tuned and the linear-probe branches (see FlexguardNet).
+    anchored: bool = True
     resize_mode: str = "letterbox"
     workers: int = max(1, (os.cpu_count() or 1))
     augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
@@ -104,6 +106,17 @@ def _pooled(net: FlexguardNet, activations: np.ndarray) -> torch.Tensor:
             net.tail(torch.from_numpy(np.asarray(activations[i:i + TAIL_BATCH], dtype=np.float32))).mean(dim=(2, 3))
             for i in range(0, len(activations), TAIL_BATCH)
         ])
+
+
+def _scores(net: FlexguardNet, activations: np.ndarray) -> np.ndarray:
+    """Scores of the whole network (both branches when anchored) from cached front activations."""
+    net.tail.eval()
+    net.head.eval()
+    with torch.no_grad():
+        return torch.cat([
+            torch.sigmoid(net.cam_from_front(torch.from_numpy(np.asarray(activations[i:i + TAIL_BATCH], dtype=np.float32))).mean(dim=(2, 3)))
+            for i in range(0, len(activations), TAIL_BATCH)
+        ]).numpy()
 
 
 def _validation_figures(labels: np.ndarray, scores: np.ndarray) -> dict:
@@ -142,7 +155,8 @@ def _save_checkpoint(path: Path, net: FlexguardNet, config: TrainConfig, manifes
     """Weights plus what export needs to describe them: config, data hash, provisional thresholds and figures."""
     thresholds = choose_thresholds(val_labels.any(axis=1), val_scores.max(axis=1))
     torch.save(
-        {"state_dict": net.state_dict(), "config": asdict(config), "manifest_sha256": manifest.sha256,
+        {"state_dict": net.state_dict(), "config": {**asdict(config), "anchored": net.anchor is not None},
+         "manifest_sha256": manifest.sha256,
          "thresholds": asdict(thresholds), "validation": validation},
         path,
     )
@@ -207,6 +221,8 @@ def train(config: TrainConfig) -> Path:
     print(f"linear probe, random split (leaks; upper bound): {leak_figures}")
     history.append({"stage": "linear_probe", "split": "random", **leak_figures})
     _save_checkpoint(out_dir / "probe.pt", net, config, manifest, val_labels, probe_val(val_pooled), probe_record)
+    if config.anchored:
+        net.set_anchor()
 
     # Stage 3: fine-tune tail + head on all cached views.
     params = [
@@ -235,9 +251,7 @@ def train(config: TrainConfig) -> Path:
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-        net.head.eval()
-        with torch.no_grad():
-            val_scores = torch.sigmoid(net.head.linear(_pooled(net, val_acts))).numpy()
+        val_scores = _scores(net, val_acts)
         figures = _validation_figures(val_labels, val_scores)
         history.append({"stage": "fine_tune", "epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), **figures})
         print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, grouped validation {figures}")
