@@ -14,7 +14,7 @@ RUN ?= runs/model
 # domestic-tourism source is always trained on.
 SPLIT ?= --train-only-group ulilFahmi12154/SR_wisata_bali
 
-.PHONY: serve test system-deps model lint clean
+.PHONY: serve test system-deps model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,3 +69,17 @@ model: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The benchmark suite (benchmarks/, docs/performance.md): model only, decode + preprocess, end to end
+# over HTTP against the naive peer, the RSS soak, and the scan. Prints tables, writes JSON and
+# runs/bench/summary.md. ~6 min on 2 cores once the generated photos are cached under runs/bench/
+# (the first run also generates them: ~5 min more). Numbers depend on what else the machine is doing:
+# run it on a quiet machine. Never part of `make test`.
+.PHONY: bench
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_decode.py
+	$(BIN)/python benchmarks/bench_http.py
+	$(BIN)/python benchmarks/soak_rss.py
+	$(BIN)/python benchmarks/bench_scan.py --photos runs/bench/scan-photos --json runs/bench/scan.json
+	$(BIN)/python benchmarks/report.py

@@ -145,6 +145,14 @@ class Engine:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or available_cores()
+        # onnxruntime's intra-op worker threads spin-wait for work by default, between the parallel parts
+        # of a call and for a while after it. Here the model shares the cores with the photo decoders
+        # (the service's and the scanner's decode threads), and that spinning takes their CPU: on 2 cores,
+        # 12 MP JPEGs over HTTP at concurrency 8 took 53 ms of server CPU per photo with spinning and
+        # 41 ms without (+20% photos/s on an otherwise idle machine, about twice that when other work
+        # competes for the cores), while model-only throughput stayed at ~150 images/s at batch 8.
+        # docs/performance.md has the measurements.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped errors for unreadable files
@@ -197,6 +205,11 @@ class Engine:
             raise ImageError(ErrorCode.TOO_MANY_PIXELS, str(error)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise ImageError(ErrorCode.DECODE_FAILED, f"the image could not be decoded: {error}") from None
+        except Exception as error:  # noqa: BLE001
+            # Decoders fed hostile bytes raise more than their documented errors (struct.error,
+            # IndexError, ZeroDivisionError, RuntimeError from libheif, ...): each is still a broken
+            # photo, never a fault of the service.
+            raise ImageError(ErrorCode.DECODE_FAILED, f"the image could not be decoded ({type(error).__name__})") from None
         decode_ms = (time.perf_counter() - start) * _MS_PER_S
         return Prepared(tensor, placement, width, height, image_format, decode_ms)
 
