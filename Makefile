@@ -67,6 +67,12 @@ model: $(VENV)/.installed-test
 		--manifest $(DATA) --out $(RUN)/eval-int8 $(SPLIT) --stamp --max-auc-drop $(MAX_INT8_AUC_DROP)
 	cp $(RUN)/flexguard.onnx $(RUN)/flexguard-int8.onnx models/
 
+# Known advisories in the installed packages (pip-audit against PyPI's advisory data; needs the
+# network, so it is not part of `make test`; see SECURITY.md).
+.PHONY: audit
+audit: $(VENV)/.installed-test
+	FLEXGUARD_AUDIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_hardening_deps.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
 

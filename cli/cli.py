@@ -150,7 +150,12 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     # The service's own startup line goes out through uvicorn's handler, like the server's.
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["flexguard"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_config=log_config)
+    # timeout_keep_alive closes idle connections; a request's body has its own deadline in the app
+    # (FLEXGUARD_BODY_TIMEOUT_S), and h11 caps a request's headers at 16 KB.
+    uvicorn.run(
+        create_app(settings, engine=engine), host=settings.host, port=settings.port, log_config=log_config,
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 def _cmd_import_folder(args: argparse.Namespace) -> None:
@@ -250,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "options override: FLEXGUARD_MODEL_PATH, FLEXGUARD_MODEL_VARIANT (fp32 or int8), FLEXGUARD_HOST, FLEXGUARD_PORT, "
                                             "FLEXGUARD_THREADS, FLEXGUARD_DECODE_THREADS, FLEXGUARD_MAX_BATCH, "
                                             "FLEXGUARD_MAX_WAIT_MS, FLEXGUARD_MAX_FILES, FLEXGUARD_MAX_BYTES, "
-                                            "FLEXGUARD_MAX_PIXELS, FLEXGUARD_API_KEYS (comma-separated; empty: no key "
+                                            "FLEXGUARD_MAX_PIXELS, FLEXGUARD_MAX_CONCURRENT_REQUESTS (more get 503), "
+                                            "FLEXGUARD_BODY_TIMEOUT_S (slower bodies get 408), FLEXGUARD_KEEP_ALIVE_S, "
+                                            "FLEXGUARD_API_KEYS (comma-separated; empty: no key "
                                             "needed), FLEXGUARD_CORS_ORIGINS (comma-separated).")
     serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH, or the shipped model of FLEXGUARD_MODEL_VARIANT)")
     serve.add_argument("--host", help="address to bind (default: FLEXGUARD_HOST or 127.0.0.1)")

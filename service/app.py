@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 from flexguard import __version__
 from flexguard.models.metadata import Thresholds
 
-from .auth import API_KEY_HEADER, api_key_dependency
+from .auth import API_KEY_HEADER, KeyMiddleware, api_key_dependency
 from .engine import SUPPORTED_FORMATS, Engine, ImageError
 from .errors import CODES, ApiError, ErrorCode, code_for_status, markdown_table
 from .metrics import Metrics, MetricsMiddleware
@@ -51,6 +51,8 @@ from .uploads import PHOTO_FIELD, THRESHOLD_FIELDS, UploadLimits, read_upload
 logger = logging.getLogger(__name__)
 _MS_PER_S = 1000.0
 REVIEW_FIELD, BLOCK_FIELD = THRESHOLD_FIELDS
+# Seconds a client refused for overload is told to wait (Retry-After): a scoring request takes tens of ms.
+RETRY_AFTER_S = 1
 _THRESHOLD_HELP = "Overrides the model's {} threshold for this request (0-1; review must not be above block)."
 
 
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """The app; it loads ``settings.model_path`` at startup unless given an already loaded ``engine``."""
     settings = settings or get_settings()
     metrics = Metrics(settings.max_batch)
-    upload_limits = UploadLimits(settings.max_files, settings.max_bytes)
+    upload_limits = UploadLimits(settings.max_files, settings.max_bytes, settings.body_timeout_s)
     limits = Limits(
         max_files=settings.max_files, max_bytes=settings.max_bytes, max_pixels=settings.max_pixels,
         formats=list(SUPPORTED_FORMATS),
@@ -99,6 +101,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         lifespan=lifespan,
     )
     app.state.ready = False
+    app.state.scoring_requests = 0  # in progress now, body reading included (max_concurrent_requests)
+    if settings.api_key_list:
+        # Inside CORS (a browser's preflight carries no key) and metrics; before routing and any body read.
+        app.add_middleware(KeyMiddleware, keys=settings.api_key_list, refuse=lambda message: _refusal(metrics, message))
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -126,8 +132,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return JSONResponse(Status(status="starting").model_dump(), status_code=HTTPStatus.SERVICE_UNAVAILABLE)
 
     @app.get(
-        "/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
-        responses={HTTPStatus.OK: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+        "/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response, dependencies=guarded,
+        responses={
+            HTTPStatus.OK: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
+            **_error_responses(*auth_errors),
+        },
     )
     async def prometheus_metrics() -> Response:
         body, content_type = metrics.render()
@@ -155,6 +164,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         responses=_error_responses(
             *auth_errors, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, ErrorCode.TOO_MANY_FILES,
             ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.NO_PHOTOS, ErrorCode.INVALID_PARAMETERS,
+            ErrorCode.REQUEST_TIMEOUT, ErrorCode.OVERLOADED,
         ),
     )
     async def score(
@@ -162,6 +172,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         review_threshold: float | None = Query(None, ge=0.0, le=1.0, description=_THRESHOLD_HELP.format("review")),
         block_threshold: float | None = Query(None, ge=0.0, le=1.0, description=_THRESHOLD_HELP.format("block")),
     ) -> ScoreResponse:
+        # Checked and counted with no await in between (one event loop), before the body is read: a
+        # request over the limit costs the server nothing but this answer.
+        if request.app.state.scoring_requests >= settings.max_concurrent_requests:
+            raise ApiError(
+                ErrorCode.OVERLOADED,
+                f"the service is handling {settings.max_concurrent_requests} scoring requests already; "
+                f"retry in {RETRY_AFTER_S} s",
+            )
+        request.app.state.scoring_requests += 1
+        try:
+            return await _score(request, review_threshold, block_threshold)
+        finally:
+            request.app.state.scoring_requests -= 1
+
+    async def _score(request: Request, review_threshold: float | None, block_threshold: float | None) -> ScoreResponse:
         try:
             upload = await read_upload(
                 request.headers.get("content-type"), request.headers.get("content-length"), request.stream(), upload_limits
@@ -239,8 +264,7 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         metrics.rejected.labels(reason=error.code).inc()
         # RFC 9110: a 401 names the scheme that would work.
-        headers = {"WWW-Authenticate": "Bearer"} if error.code == ErrorCode.UNAUTHORIZED else None
-        return answer(error.code, error.message, error.status, headers)
+        return answer(error.code, error.message, error.status, _headers_for(error.code))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -259,6 +283,25 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return answer(
             ErrorCode.INTERNAL_ERROR, "the service failed to handle this request", HTTPStatus.INTERNAL_SERVER_ERROR
         )
+
+
+def _headers_for(code: ErrorCode) -> dict[str, str] | None:
+    if code == ErrorCode.UNAUTHORIZED:
+        return {"WWW-Authenticate": "Bearer"}  # RFC 9110: a 401 names the scheme that would work
+    if code == ErrorCode.OVERLOADED:
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    if code == ErrorCode.REQUEST_TIMEOUT:
+        # The rest of a too-slow body is not worth waiting for: uvicorn closes the connection, so a
+        # slowloris-style client that keeps trickling cannot keep even its socket.
+        return {"Connection": "close"}
+    return None
+
+
+def _refusal(metrics: Metrics, message: str) -> JSONResponse:
+    """The 401 answer of KeyMiddleware, in the same shape as every other error."""
+    metrics.rejected.labels(reason=ErrorCode.UNAUTHORIZED).inc()
+    body = ErrorResponse(error=ErrorOut(code=ErrorCode.UNAUTHORIZED, message=message), detail=message)
+    return JSONResponse(body.model_dump(), status_code=HTTPStatus.UNAUTHORIZED, headers=_headers_for(ErrorCode.UNAUTHORIZED))
 
 
 def _error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
@@ -300,10 +343,12 @@ travel) before they are posted.
 **Photos** are read in memory and never written to disk or logged. Formats (detected from the content,
 not the file name): {', '.join(SUPPORTED_FORMATS)} (HEIF covers iPhone HEIC; GIF and animated WebP are
 scored on their first frame). Limits: {settings.max_files} photos per request, {settings.max_bytes} bytes
-and {settings.max_pixels} pixels per photo.
+and {settings.max_pixels} pixels per photo; a request's body must arrive within {settings.body_timeout_s:g} s;
+at most {settings.max_concurrent_requests} scoring requests at once (more get 503 `overloaded` with `Retry-After`).
 
-**API keys**: when the service is started with `FLEXGUARD_API_KEYS=key1,key2`, the `/v1` routes need one
-of the keys, in the `{API_KEY_HEADER}` header or as `Authorization: Bearer <key>`. Without it, no key is needed.
+**API keys**: when the service is started with `FLEXGUARD_API_KEYS=key1,key2`, every route except `/healthz`,
+`/readyz` and the try-it page's static shell (`/`, `/static/*`) needs one of the keys (this document and
+`/metrics` included), in the `{API_KEY_HEADER}` header or as `Authorization: Bearer <key>`. Without it, no key is needed.
 This deployment: {"keys required" if settings.api_key_list else "no key needed"}.
 
 **Errors**: every error answer is `{{"error": {{"code", "message"}}, "detail"}}` (`detail` repeats the

@@ -1,15 +1,25 @@
-"""Optional API keys, for the /v1 routes.
+"""Optional API keys, for every route but the health checks and the try-it page's static shell.
 
 Off unless FLEXGUARD_API_KEYS lists keys, so local use needs no set-up. A key may come in the
-``X-API-Key`` header or as ``Authorization: Bearer <key>``. It is compared with every configured key
-in constant time (``hmac.compare_digest``), so response times reveal neither how much of a guess was
-right nor which key matched.
+``X-API-Key`` header or as ``Authorization: Bearer <key>``. Both sides are hashed (SHA-256) and the
+digests compared with every configured key in constant time (``hmac.compare_digest``), so response
+times reveal neither how much of a guess was right, nor which key matched, nor a key's length.
+
+``KeyMiddleware`` enforces the keys on every path except ``PUBLIC_PATHS`` (``/healthz``, ``/readyz``
+for the orchestrator; ``/`` and ``/static/*``, the page shell, which holds no data and cannot send a
+header when a browser loads it; its own calls to /v1 send the key typed into it). It runs before
+routing and before any body is read. The /v1 routes also declare the key as a dependency, so the
+OpenAPI document describes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Awaitable, Callable, Sequence
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +27,11 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from .errors import ApiError, ErrorCode
 
 API_KEY_HEADER = "X-API-Key"
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
+PUBLIC_PREFIXES = ("/static/",)
+MISSING_KEY_MESSAGE = f"an API key is needed: send it in the {API_KEY_HEADER} header or as Authorization: Bearer <key>"
+WRONG_KEY_MESSAGE = "the API key is not valid"
+_BEARER = "bearer"
 
 # auto_error=False: a missing key is answered by flexguard's own 401 body, not the framework's.
 _header_scheme = APIKeyHeader(
@@ -27,11 +42,54 @@ _bearer_scheme = HTTPBearer(
 )
 
 
+def _digest(key: str | bytes) -> bytes:
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
+
+
 def key_matches(presented: str, keys: Sequence[bytes]) -> bool:
-    candidate = presented.encode()
+    # Equal-length digests: compare_digest would otherwise return early on a length mismatch.
+    candidate = _digest(presented)
     # Compare with every key, never stopping early, so the time taken does not depend on which matched.
-    matches = [hmac.compare_digest(candidate, key) for key in keys]
+    matches = [hmac.compare_digest(candidate, _digest(key)) for key in keys]
     return any(matches)
+
+
+def presented_key(headers: Headers) -> str | None:
+    """The key a request carries in X-API-Key or Authorization: Bearer, if any."""
+    key = headers.get(API_KEY_HEADER)
+    if key:
+        return key
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == _BEARER and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+class KeyMiddleware:
+    """Refuses, with ``refuse(message)``'s response, every non-public request without a valid key."""
+
+    def __init__(self, app: ASGIApp, keys: Sequence[str], refuse: Callable[[str], ASGIApp]):
+        if not keys:
+            raise ValueError("KeyMiddleware needs at least one key")
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+        self.refuse = refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        presented = presented_key(Headers(scope=scope))
+        if presented is None:
+            await self.refuse(MISSING_KEY_MESSAGE)(scope, receive, send)
+        elif not key_matches(presented, self.keys):
+            await self.refuse(WRONG_KEY_MESSAGE)(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def api_key_dependency(keys: Sequence[str]) -> Callable[..., Awaitable[None]]:
@@ -46,11 +104,8 @@ def api_key_dependency(keys: Sequence[str]) -> Callable[..., Awaitable[None]]:
     ) -> None:
         presented = header_key or (bearer.credentials if bearer else None)
         if not presented:
-            raise ApiError(
-                ErrorCode.UNAUTHORIZED,
-                f"an API key is needed: send it in the {API_KEY_HEADER} header or as Authorization: Bearer <key>",
-            )
+            raise ApiError(ErrorCode.UNAUTHORIZED, MISSING_KEY_MESSAGE)
         if not key_matches(presented, encoded):
-            raise ApiError(ErrorCode.UNAUTHORIZED, "the API key is not valid")
+            raise ApiError(ErrorCode.UNAUTHORIZED, WRONG_KEY_MESSAGE)
 
     return require_api_key

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
 import numpy as np
-import onnxruntime as ort
+
+# onnxruntime (1.2x+) writes a telemetry device id and event store to ~/.cache/Microsoft and a session
+# file to TMPDIR as soon as it is imported; the service writes nothing to disk, so it is switched off
+# before the import (an explicit ORT_DISABLE_TELEMETRY in the environment wins).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # noqa: E402
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, ModelMetadataError, Thresholds

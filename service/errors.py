@@ -24,6 +24,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_PARAMETERS = "invalid_parameters"
     UNAUTHORIZED = "unauthorized"
+    REQUEST_TIMEOUT = "request_timeout"
+    OVERLOADED = "overloaded"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL_ERROR = "internal_error"
@@ -56,6 +58,12 @@ CODES: dict[ErrorCode, CodeInfo] = {
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "A parameter is invalid (a threshold outside 0-1, review above block, an unknown form field)."),
     ErrorCode.UNAUTHORIZED: CodeInfo(HTTPStatus.UNAUTHORIZED, "API keys are on and the key is missing or wrong."),
+    ErrorCode.REQUEST_TIMEOUT: CodeInfo(
+        HTTPStatus.REQUEST_TIMEOUT,
+        "The request body did not arrive within the body deadline (FLEXGUARD_BODY_TIMEOUT_S); a slow or stalled upload."),
+    ErrorCode.OVERLOADED: CodeInfo(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "More scoring requests at once than FLEXGUARD_MAX_CONCURRENT_REQUESTS; retry after the Retry-After header's seconds."),
     ErrorCode.NOT_FOUND: CodeInfo(HTTPStatus.NOT_FOUND, "No such path."),
     ErrorCode.METHOD_NOT_ALLOWED: CodeInfo(HTTPStatus.METHOD_NOT_ALLOWED, "The path does not take this HTTP method."),
     ErrorCode.INTERNAL_ERROR: CodeInfo(

@@ -13,6 +13,11 @@ the first row. A sidecar rather than a first-line header keeps the output a plai
 file that any tool reads. A rerun with other parameters, or over a file that has no sidecar (not ours),
 is refused unless ``--force``, which starts the file over. An exclusive lock on the output keeps two
 scans from writing the same file at once; the kernel drops it if the process dies.
+
+A full disk or a read-only file system never leaves a damaged row: each row goes out with ``os.write``
+(no Python buffer holding half a row), and if a write fails part-way the file is cut back to the end of
+the last whole row before the scan stops with a ``ScanError`` that names the cause. Rerunning, once
+there is room, continues from there.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ SIDECAR_FORMAT = 1
 # power cut but costs a disk round trip, runs at most this often.
 FSYNC_INTERVAL_S = 2.0
 CSV_SUFFIX = ".csv"
+# Indirection so tests can simulate a disk that fills up part-way through a row.
+_write = os.write
 
 
 @dataclass(frozen=True)
@@ -187,10 +194,14 @@ class Journal:
             except BlockingIOError:
                 raise ScanError(f"{path} is being written by another flexguard scan") from None
             self._open(params, force)
+        except OSError as error:
+            self._file.close()
+            raise ScanError(f"cannot write {path}: {error.strerror or error}") from None
         except BaseException:
             self._file.close()
             raise
         self.previous = len(self.paths)
+        self._end = os.fstat(self._file.fileno()).st_size  # where the last whole row ends
         self._synced = time.monotonic()
 
     def _open(self, params: ScanParams, force: bool) -> None:
@@ -257,22 +268,52 @@ class Journal:
     def append(self, row: dict[str, Any]) -> None:
         if row["path"] in self.paths:
             raise RuntimeError(f"{row['path']} was scored twice")  # a scorer bug, never the user's doing
-        self._file.write(self.format.encode(row))
-        self._file.flush()
+        data = self.format.encode(row)
+        fd = self._file.fileno()
+        try:
+            written = 0
+            while written < len(data):  # the file is in append mode: each write lands at its end
+                written += _write(fd, data[written:])
+        except OSError as error:
+            self._cut_back()
+            raise ScanError(
+                f"cannot write {self.path}: {error.strerror or error}; its {len(self.paths)} rows are intact, "
+                "rerun the same command to continue once the problem is fixed"
+            ) from None
+        self._end += len(data)
         self._count(row)
         now = time.monotonic()
         if now - self._synced >= FSYNC_INTERVAL_S:
-            os.fsync(self._file.fileno())
+            try:
+                os.fsync(fd)
+            except OSError as error:  # a full disk can first show here; the rows written are whole
+                raise ScanError(f"cannot write {self.path}: {error.strerror or error}") from None
             self._synced = now
 
+    def _cut_back(self) -> None:
+        """Drop the part of a row a failed write left (truncating needs no free space)."""
+        try:
+            os.ftruncate(self._file.fileno(), self._end)
+        except OSError:
+            pass  # a read-only file system wrote nothing either; a rerun cuts any torn tail
+
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file.closed:
+            return
+        try:
             self._file.flush()
             os.fsync(self._file.fileno())
+        except OSError as error:
+            raise ScanError(f"cannot write {self.path}: {error.strerror or error}") from None
+        finally:
             self._file.close()
 
     def __enter__(self) -> "Journal":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        try:
+            self.close()
+        except ScanError:
+            if exc_type is None:
+                raise  # otherwise the error already on its way out says more

@@ -24,6 +24,14 @@ DEFAULT_MAX_FILES = 64
 # waits at most 5 ms for company, little next to the model's own tens of milliseconds.
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAIT_MS = 5.0
+# Scoring requests in progress at once (reading their bodies included); more get 503 + Retry-After
+# straight away instead of queueing without bound. 64 requests of a few photos keep 2-16 cores busy.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+# A request's whole body must arrive within this many seconds: a 25 MB photo needs ~4 s at 50 Mbit/s,
+# a stalled or slowloris-style upload is cut off rather than holding its slot for ever.
+DEFAULT_BODY_TIMEOUT_S = 60.0
+# uvicorn closes an idle keep-alive connection after this many seconds.
+DEFAULT_KEEP_ALIVE_S = 5
 _LIST_SEPARATOR = ","
 
 
@@ -43,6 +51,14 @@ class Settings(BaseSettings):
     max_files: int = Field(DEFAULT_MAX_FILES, ge=1, description="most photos in one request")
     max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description="largest photo, in bytes")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest photo, in pixels (read from its header)")
+    max_concurrent_requests: int = Field(
+        DEFAULT_MAX_CONCURRENT_REQUESTS, ge=1,
+        description="most scoring requests in progress at once; more get 503 with Retry-After",
+    )
+    body_timeout_s: float = Field(
+        DEFAULT_BODY_TIMEOUT_S, gt=0, description="seconds a request's whole body may take to arrive; slower ones get 408"
+    )
+    keep_alive_s: int = Field(DEFAULT_KEEP_ALIVE_S, ge=1, description="seconds an idle keep-alive connection stays open")
     # Comma-separated rather than JSON lists, so `FLEXGUARD_API_KEYS=key1,key2` works as written.
     api_keys: SecretStr = Field(SecretStr(""), description="comma-separated API keys; empty: no key needed")
     cors_origins: str = Field("", description="comma-separated origins allowed to call the API from a browser")

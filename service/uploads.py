@@ -6,11 +6,15 @@ it has no per-file byte limit. Here the body is streamed through python-multipar
 into in-memory buffers instead, so photos are never written anywhere, and every limit holds while the
 bytes arrive: a declared Content-Length over what a valid request could need is refused before
 reading, a photo over ``max_bytes`` or one photo too many is refused as soon as it shows, and the
-whole body is never read past that bound.
+whole body is never read past that bound. Once a multipart body is refused, at most ``DRAIN_BYTES`` more
+are read (and dropped) so that a client still sending sees the answer; a 1 GB upload is never read to
+its end. The whole body must arrive within ``body_timeout_s`` (408 ``request_timeout`` otherwise), so a
+stalled or slowloris-style upload cannot hold its request slot for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import AsyncIterable
 
@@ -28,6 +32,8 @@ PART_FRAMING_BYTES = 64 * 1024
 # Room for the threshold fields (a number each) and any preamble or epilogue around the parts.
 FORM_EXTRA_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 64
+# After a multipart body is refused, read and drop at most this much more of it before answering.
+DRAIN_BYTES = 4 * 1024 * 1024
 _HEADER_ENCODING = "latin-1"  # HTTP and multipart headers are bytes; latin-1 maps each byte to a character
 
 
@@ -35,6 +41,7 @@ _HEADER_ENCODING = "latin-1"  # HTTP and multipart headers are bytes; latin-1 ma
 class UploadLimits:
     max_files: int
     max_bytes: int
+    body_timeout_s: float | None = None  # None: no deadline (the caller's own)
 
     @property
     def max_body(self) -> int:
@@ -52,6 +59,18 @@ async def read_upload(
     content_type: str | None, content_length: str | None, body: AsyncIterable[bytes], limits: UploadLimits
 ) -> Upload:
     """The photos (and form fields) of a multipart/form-data or image/* request body."""
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await _read_upload(content_type, content_length, body, limits)
+    except TimeoutError:
+        raise ApiError(
+            ErrorCode.REQUEST_TIMEOUT, f"the request body did not arrive within {limits.body_timeout_s:g} s"
+        ) from None
+
+
+async def _read_upload(
+    content_type: str | None, content_length: str | None, body: AsyncIterable[bytes], limits: UploadLimits
+) -> Upload:
     media_type, options = parse_options_header(content_type)
     if not media_type:  # a bare POST: say what to send rather than that its (absent) type is wrong
         raise ApiError(
@@ -107,17 +126,21 @@ async def _read_multipart(boundary: bytes, body: AsyncIterable[bytes], limits: U
         raise ApiError(ErrorCode.BAD_REQUEST, f"the multipart body cannot be parsed: {error}") from None
     received = 0
     refusal: ApiError | None = None
+    drain_until = 0
     async for chunk in body:
         received += len(chunk)
         if received > limits.max_body:
             raise ApiError(ErrorCode.TOO_LARGE, f"the request body is over the limit of {limits.max_body} bytes")
+        if refusal is not None and received > drain_until:
+            break
         if refusal is None:
             try:
                 form.feed(chunk)
             except ApiError as error:
-                # Keep reading (and dropping) the rest, within max_body: a client still sending its
-                # body would otherwise see a broken connection instead of this answer.
+                # Keep reading (and dropping) up to DRAIN_BYTES more: a client still sending its body
+                # would otherwise see a broken connection instead of this answer.
                 refusal = error
+                drain_until = received + DRAIN_BYTES
     if refusal is not None:
         raise refusal
     if not form.finished:

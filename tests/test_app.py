@@ -534,9 +534,11 @@ def test_api_keys_on(keyed_client, grey_png):
     for headers in ({"X-API-Key": "first-key"}, {"X-API-Key": "second-key"}, {"Authorization": "Bearer second-key"}):
         assert keyed_client.post("/v1/score", files=photos, headers=headers).status_code == 200, headers
         assert keyed_client.get("/v1/model", headers=headers).status_code == 200
-    # Probes and metrics stay open for the orchestrator and Prometheus.
-    for path in ("/healthz", "/readyz", "/metrics"):
+    # Only the probes (and the page shell, tests/test_hardening_auth.py) stay open; metrics need a key.
+    for path in ("/healthz", "/readyz"):
         assert keyed_client.get(path).status_code == 200
+    assert_error(keyed_client.get("/metrics"), 401, "unauthorized")
+    assert keyed_client.get("/metrics", headers={"X-API-Key": "first-key"}).status_code == 200
 
 
 def test_api_keys_are_checked_before_the_body_is_read(keyed_client):
@@ -545,7 +547,7 @@ def test_api_keys_are_checked_before_the_body_is_read(keyed_client):
 
 
 def test_api_keys_are_in_the_openapi_docs(keyed_client, client):
-    security = keyed_client.get("/openapi.json").json()["components"]["securitySchemes"]
+    security = keyed_client.get("/openapi.json", headers={"X-API-Key": "first-key"}).json()["components"]["securitySchemes"]
     assert security["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": security["ApiKey"]["description"]}
     assert security["Bearer"]["scheme"] == "bearer"
     assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
@@ -612,7 +614,7 @@ def test_openapi_documents_every_field_and_error_code(client):
         for field, spec in component.get("properties", {}).items():
             assert spec.get("description"), f"{name}.{field} has no description"
     post = schema["paths"]["/v1/score"]["post"]
-    assert set(post["responses"]) == {"200", "400", "413", "415", "422"}
+    assert set(post["responses"]) == {"200", "400", "408", "413", "415", "422", "503"}
     assert set(post["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
     assert {p["name"] for p in post["parameters"]} == {"review_threshold", "block_threshold"}
     assert client.get("/docs").status_code == 200
