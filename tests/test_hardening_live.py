@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import threading
 import time
-from typing import Iterator
 
 import httpx
 import pytest
@@ -23,8 +21,9 @@ import uvicorn
 from PIL import Image
 
 from flexguard.cli import main
-from flexguard.service.app import create_app
 from flexguard.service.settings import Settings
+
+from live_server import serving
 
 MAX_CONCURRENT = 2
 BODY_TIMEOUT_S = 1.5
@@ -34,34 +33,6 @@ TIMEOUT_S = 30.0
 GIGABYTE = 1_000_000_000
 # However the server stops a 1 GB upload, it must not have taken more than this from the client.
 MOST_READ_OF_A_GIGABYTE = 50_000_000
-
-
-@contextlib.contextmanager
-def serving(settings: Settings) -> Iterator[tuple[str, object]]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=settings.keep_alive_s)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.02)
-    try:
-        yield base, app
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT_S)
-        listener.close()
-    assert not thread.is_alive(), "server did not shut down (a wedged worker?)"
 
 
 @pytest.fixture(scope="module")

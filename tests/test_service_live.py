@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
-from flexguard.service.app import create_app
 from flexguard.service.settings import Settings
+
+from live_server import serving
 
 MAX_BYTES = 200_000
 CLIENTS = 8
@@ -24,27 +23,8 @@ TIMEOUT_S = 30.0
 @pytest.fixture(scope="module")
 def server(tiny_model_path):
     settings = Settings(model_path=tiny_model_path, threads=1, decode_threads=2, max_wait_ms=20.0, max_bytes=MAX_BYTES)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
-    live = uvicorn.Server(config)
-    thread = threading.Thread(target=live.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.05)
-    yield base
-    live.should_exit = True
-    thread.join(TIMEOUT_S)
-    assert not thread.is_alive(), "server did not shut down"
-    listener.close()
+    with serving(settings) as (base, _):
+        yield base
 
 
 def jpeg(encoder, colour, size=(160, 120)) -> bytes:
