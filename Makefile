@@ -32,20 +32,26 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-serve
 	$(FLEXGUARD) serve
 
+# The review tests run on SQLite and on a local PostgreSQL, which .ci/test-postgres.sh starts.
 test: system-deps $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	FLEXGUARD_TEST_POSTGRES_URL="$$(sh .ci/test-postgres.sh)" $(BIN)/python -m pytest
 
-# Debian's chromium for the browser test (tests/test_page.py), which Playwright drives at
-# /usr/bin/chromium; never `playwright install` (it downloads a browser). Without chromium that test skips.
+# Debian's packages for the tests: chromium for the browser tests (tests/test_page.py,
+# tests/test_review_page.py), which Playwright drives at /usr/bin/chromium (never `playwright install`:
+# it downloads a browser), and postgresql for the review database tests. Without them those tests skip.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium postgresql:/usr/bin/pg_ctlcluster
 system-deps:
-	@if [ -x /usr/bin/chromium ]; then \
-		echo "system-deps: /usr/bin/chromium is installed"; \
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+		package=$${entry%%:*}; path=$${entry#*:}; \
+		if [ -x "$$path" ]; then echo "system-deps: $$package is installed"; else missing="$$missing $$package"; fi; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" != 0 ]; then \
-		echo "system-deps: skipped, not root; 'sudo apt-get install chromium' enables tests/test_page.py"; \
+		echo "system-deps: skipped, not root; 'sudo apt-get install$$missing' enables the tests that need them"; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-		echo "system-deps: skipped, no apt-get; install chromium at /usr/bin/chromium to enable tests/test_page.py"; \
+		echo "system-deps: skipped, no apt-get; install$$missing to enable the tests that need them"; \
 	else \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
 # Retrain on $(DATA), evaluate against the linear probe and the zero-training baseline on the grouped

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import math
 from collections import defaultdict
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +34,10 @@ from .errors import CODES, ApiError, ErrorCode, code_for_status, markdown_table
 from .metrics import Metrics, MetricsMiddleware
 from .page import router as page_router
 from .pipeline import Scorer
+from .review.api import create_router as review_router
+from .review.database import migrate, open_database
+from .review.store import Principal, ReviewStore
+from .review.webhooks import Deliverer, RetryPolicy
 from .schemas import (
     ErrorOut,
     ErrorResponse,
@@ -61,8 +66,16 @@ def load_engine(settings: Settings) -> Engine:
     return Engine(settings.model_path, threads=settings.threads, max_pixels=settings.max_pixels, max_bytes=settings.max_bytes)
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """The app; it loads ``settings.model_path`` at startup unless given an already loaded ``engine``."""
+def open_review(settings: Settings) -> ReviewStore:
+    """The review database, migrated to the newest schema: raises DatabaseError, with one clear line."""
+    database = open_database(settings.database_url)
+    migrate(database)
+    return ReviewStore(database)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None, review: ReviewStore | None = None) -> FastAPI:
+    """The app; at startup it loads ``settings.model_path`` and opens ``settings.database_url`` unless given
+    an already loaded ``engine`` and ``review`` store."""
     settings = settings or get_settings()
     metrics = Metrics(settings.max_batch)
     upload_limits = UploadLimits(settings.max_files, settings.max_bytes, settings.body_timeout_s)
@@ -80,6 +93,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
         app.state.engine = loaded
         app.state.scorer = scorer
+        store = review or await run_in_threadpool(open_review, settings)
+        app.state.review = store
+        deliverer = Deliverer(
+            store,
+            RetryPolicy(timedelta(seconds=settings.webhook_retry_base_s), timedelta(seconds=settings.webhook_retry_max_s),
+                        settings.webhook_max_attempts),
+            settings.webhook_timeout_s, settings.webhook_poll_s,
+        )
+        background = [
+            asyncio.create_task(deliverer.run()),
+            asyncio.create_task(_purge_periodically(store, settings)),
+        ]
         # Serve (healthz, metrics) at once; readyz turns ready once a first inference has run.
         warming = asyncio.create_task(_warm_up(app, scorer))
         logger.info(
@@ -91,8 +116,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             yield
         finally:
             app.state.ready = False
-            warming.cancel()
+            for task in (warming, *background):
+                task.cancel()
+            for task in background:
+                with suppress(asyncio.CancelledError):
+                    await task
+            await deliverer.aclose()
             scorer.close()
+            if review is None:
+                store.engine.dispose()
 
     app = FastAPI(
         title="flexguard",
@@ -172,6 +204,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         review_threshold: float | None = Query(None, ge=0.0, le=1.0, description=_THRESHOLD_HELP.format("review")),
         block_threshold: float | None = Query(None, ge=0.0, le=1.0, description=_THRESHOLD_HELP.format("block")),
     ) -> ScoreResponse:
+        async with scoring_slot(request):
+            return await _score(request, review_threshold, block_threshold)
+
+    @asynccontextmanager
+    async def scoring_slot(request: Request):
+        """Counts a scoring request (body reading included) in progress; refuses one over the limit."""
         # Checked and counted with no await in between (one event loop), before the body is read: a
         # request over the limit costs the server nothing but this answer.
         if request.app.state.scoring_requests >= settings.max_concurrent_requests:
@@ -182,7 +220,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             )
         request.app.state.scoring_requests += 1
         try:
-            return await _score(request, review_threshold, block_threshold)
+            yield
         finally:
             request.app.state.scoring_requests -= 1
 
@@ -213,7 +251,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             ],
         )
 
+    app.include_router(review_router(upload_limits, scoring_slot, _error_responses))
     return app
+
+
+async def _purge_periodically(store: ReviewStore, settings: Settings) -> None:
+    """Deletes decided submissions' photos once their retention is over, every purge interval."""
+    retention = timedelta(days=settings.photo_retention_days)
+    while True:
+        try:
+            report = await run_in_threadpool(store.purge, Principal.service(), retention)
+            if report.photos:
+                logger.info("purge: deleted %d photos of %d decided submissions", report.photos, report.submissions)
+        except Exception:  # the database may be briefly away: try again next time, never stop purging
+            logger.exception("purge failed")
+        await asyncio.sleep(settings.purge_interval_s)
 
 
 async def _warm_up(app: FastAPI, scorer: Scorer) -> None:

@@ -7,7 +7,9 @@ times reveal neither how much of a guess was right, nor which key matched, nor a
 
 ``KeyMiddleware`` enforces the keys on every path except ``PUBLIC_PATHS`` (``/healthz``, ``/readyz``
 for the orchestrator; ``/`` and ``/static/*``, the page shell, which holds no data and cannot send a
-header when a browser loads it; its own calls to /v1 send the key typed into it). It runs before
+header when a browser loads it; its own calls to /v1 send the key typed into it; the same for the
+reviewer page ``/review``) and the supervisor-review routes, which always need a per-unit key of
+their own, checked against the review database (review/api.py). It runs before
 routing and before any body is read. The /v1 routes also declare the key as a dependency, so the
 OpenAPI document describes it.
 """
@@ -21,14 +23,15 @@ from typing import Awaitable, Callable, Sequence
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi import Security
+from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import ApiError, ErrorCode
 
 API_KEY_HEADER = "X-API-Key"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
-PUBLIC_PREFIXES = ("/static/",)
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/review"})
+# The page shells, and the supervisor-review routes, which check their own per-unit keys (review/api.py).
+PUBLIC_PREFIXES = ("/static/", "/v1/submissions", "/v1/webhook", "/v1/admin/")
 MISSING_KEY_MESSAGE = f"an API key is needed: send it in the {API_KEY_HEADER} header or as Authorization: Bearer <key>"
 WRONG_KEY_MESSAGE = "the API key is not valid"
 _BEARER = "bearer"
@@ -92,19 +95,24 @@ class KeyMiddleware:
             await self.app(scope, receive, send)
 
 
+async def presented_key_dependency(
+    header_key: str | None = Security(_header_scheme),
+    bearer: HTTPAuthorizationCredentials | None = Security(_bearer_scheme),
+) -> str:
+    """The key a request carries (for routes that check keys against something else); 401 without one."""
+    presented = header_key or (bearer.credentials if bearer else None)
+    if not presented:
+        raise ApiError(ErrorCode.UNAUTHORIZED, MISSING_KEY_MESSAGE)
+    return presented
+
+
 def api_key_dependency(keys: Sequence[str]) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that refuses a request without one of ``keys`` (which must not be empty)."""
     if not keys:
         raise ValueError("api_key_dependency needs at least one key")
     encoded = [key.encode() for key in keys]
 
-    async def require_api_key(
-        header_key: str | None = Security(_header_scheme),
-        bearer: HTTPAuthorizationCredentials | None = Security(_bearer_scheme),
-    ) -> None:
-        presented = header_key or (bearer.credentials if bearer else None)
-        if not presented:
-            raise ApiError(ErrorCode.UNAUTHORIZED, MISSING_KEY_MESSAGE)
+    async def require_api_key(presented: str = Depends(presented_key_dependency)) -> None:
         if not key_matches(presented, encoded):
             raise ApiError(ErrorCode.UNAUTHORIZED, WRONG_KEY_MESSAGE)
 

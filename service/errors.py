@@ -24,6 +24,10 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_PARAMETERS = "invalid_parameters"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    CONFLICT = "conflict"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    UNREADABLE_PHOTO = "unreadable_photo"
     REQUEST_TIMEOUT = "request_timeout"
     OVERLOADED = "overloaded"
     NOT_FOUND = "not_found"
@@ -57,7 +61,21 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.INVALID_PARAMETERS: CodeInfo(
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "A parameter is invalid (a threshold outside 0-1, review above block, an unknown form field)."),
-    ErrorCode.UNAUTHORIZED: CodeInfo(HTTPStatus.UNAUTHORIZED, "API keys are on and the key is missing or wrong."),
+    ErrorCode.UNAUTHORIZED: CodeInfo(
+        HTTPStatus.UNAUTHORIZED,
+        "The key is missing or wrong (the scoring routes need one when API keys are on; the review routes always do)."),
+    ErrorCode.FORBIDDEN: CodeInfo(
+        HTTPStatus.FORBIDDEN,
+        "The key is valid but not for this: another unit's submission, or a route for another role (submit, review, admin)."),
+    ErrorCode.CONFLICT: CodeInfo(
+        HTTPStatus.CONFLICT,
+        "The submission is no longer pending (another reviewer decided it first, or it was cleared at once), or the "
+        "unit exists already."),
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: CodeInfo(
+        HTTPStatus.UNPROCESSABLE_ENTITY, "The Idempotency-Key was used before for a submission with other content."),
+    ErrorCode.UNREADABLE_PHOTO: CodeInfo(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "A photo of a submission cannot be read (unsupported, broken or too many pixels): a post is cleared whole or not at all."),
     ErrorCode.REQUEST_TIMEOUT: CodeInfo(
         HTTPStatus.REQUEST_TIMEOUT,
         "The request body did not arrive within the body deadline (FLEXGUARD_BODY_TIMEOUT_S); a slow or stalled upload."),

@@ -1,6 +1,7 @@
-"""The try-it page: one static, offline page (no build step, no CDN) served at ``/``.
+"""The pages: static, offline (no build step, no CDN): the try-it page at ``/``, the reviewer page at ``/review``.
 
-``index.html`` loads ``/static/app.js`` and ``/static/style.css``; all three are package data read
+``index.html`` loads ``/static/app.js`` and ``/static/style.css``, ``review.html`` loads
+``/static/review.js`` and the same style sheet; all of them are package data read
 with importlib.resources, so the page works from an installed wheel as well as from the checkout.
 The Content-Security-Policy keeps the page to this origin: scripts, styles and requests go only
 to this service, and photos are shown from local ``blob:`` URLs, never uploaded anywhere else.
@@ -19,6 +20,7 @@ STATIC = files(__package__).joinpath("static")
 # The only files served, with their content types; nothing else under static/ is reachable.
 ASSETS: dict[str, str] = {
     "app.js": "text/javascript; charset=utf-8",
+    "review.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 
@@ -41,6 +43,11 @@ def _file(name: str, media_type: str) -> Response:
 @router.get("/")
 async def index() -> Response:
     return _file("index.html", "text/html; charset=utf-8")
+
+
+@router.get("/review")
+async def review() -> Response:
+    return _file("review.html", "text/html; charset=utf-8")
 
 
 @router.get("/static/{name}")

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flexguard.models import DEFAULT_VARIANT, shipped_model_path
 
 from .engine import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from .review.database import DEFAULT_DATABASE_URL
 
 ENV_PREFIX = "FLEXGUARD_"
 DEFAULT_PORT = 8000
@@ -33,6 +34,17 @@ DEFAULT_BODY_TIMEOUT_S = 60.0
 # uvicorn closes an idle keep-alive connection after this many seconds.
 DEFAULT_KEEP_ALIVE_S = 5
 _LIST_SEPARATOR = ","
+# Supervisor review. Photos of decided submissions are kept a week for questions about the decision,
+# then deleted; the purge looks hourly, so a photo outlives its retention by at most an hour.
+DEFAULT_PHOTO_RETENTION_DAYS = 7.0
+DEFAULT_PURGE_INTERVAL_S = 3600.0
+# Webhook retries: 30 s, 1, 2, 4, 8, 16, 32 min, then hourly, 10 attempts in all (~3.1 h of trying).
+DEFAULT_WEBHOOK_RETRY_BASE_S = 30.0
+DEFAULT_WEBHOOK_RETRY_MAX_S = 3600.0
+DEFAULT_WEBHOOK_MAX_ATTEMPTS = 10
+DEFAULT_WEBHOOK_TIMEOUT_S = 10.0
+# How often due deliveries are looked for: a decision reaches the tool within about a second.
+DEFAULT_WEBHOOK_POLL_S = 1.0
 
 
 class Settings(BaseSettings):
@@ -62,6 +74,20 @@ class Settings(BaseSettings):
     # Comma-separated rather than JSON lists, so `FLEXGUARD_API_KEYS=key1,key2` works as written.
     api_keys: SecretStr = Field(SecretStr(""), description="comma-separated API keys; empty: no key needed")
     cors_origins: str = Field("", description="comma-separated origins allowed to call the API from a browser")
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="the supervisor-review database: sqlite:///path/file.db (default: flexguard.db in the working "
+                    "directory) or postgresql://user:password@host/db (needs flexguard[postgres])",
+    )
+    photo_retention_days: float = Field(
+        DEFAULT_PHOTO_RETENTION_DAYS, ge=0, description="days a decided submission's stored photos are kept before the purge"
+    )
+    purge_interval_s: float = Field(DEFAULT_PURGE_INTERVAL_S, gt=0, description="seconds between the service's purge runs")
+    webhook_retry_base_s: float = Field(DEFAULT_WEBHOOK_RETRY_BASE_S, gt=0, description="wait before a failed webhook's first retry; doubles per retry")
+    webhook_retry_max_s: float = Field(DEFAULT_WEBHOOK_RETRY_MAX_S, gt=0, description="longest wait between webhook retries")
+    webhook_max_attempts: int = Field(DEFAULT_WEBHOOK_MAX_ATTEMPTS, ge=1, description="webhook attempts before giving up")
+    webhook_timeout_s: float = Field(DEFAULT_WEBHOOK_TIMEOUT_S, gt=0, description="seconds a webhook receiver has to answer")
+    webhook_poll_s: float = Field(DEFAULT_WEBHOOK_POLL_S, gt=0, description="seconds between looks for due webhook deliveries")
 
     @model_validator(mode="after")
     def _default_model(self) -> "Settings":

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import AsyncIterable
+from types import MappingProxyType
+from typing import AsyncIterable, Mapping
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -29,9 +30,11 @@ MULTIPART = b"multipart/form-data"
 IMAGE_TYPE_PREFIX = b"image/"
 # Room for one part's boundary line and headers (python-multipart caps them at 8 headers of ~4 KB).
 PART_FRAMING_BYTES = 64 * 1024
-# Room for the threshold fields (a number each) and any preamble or epilogue around the parts.
+# Room for any preamble or epilogue around the parts.
 FORM_EXTRA_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 64
+# The text fields a scoring request may carry, and the most bytes of each (a threshold is one number).
+SCORE_FIELDS: Mapping[str, int] = MappingProxyType({name: MAX_FIELD_BYTES for name in THRESHOLD_FIELDS})
 # After a multipart body is refused, read and drop at most this much more of it before answering.
 DRAIN_BYTES = 4 * 1024 * 1024
 _HEADER_ENCODING = "latin-1"  # HTTP and multipart headers are bytes; latin-1 maps each byte to a character
@@ -42,11 +45,14 @@ class UploadLimits:
     max_files: int
     max_bytes: int
     body_timeout_s: float | None = None  # None: no deadline (the caller's own)
+    fields: Mapping[str, int] = field(default_factory=lambda: SCORE_FIELDS)  # the text fields allowed besides the photos, and their byte limits
 
     @property
     def max_body(self) -> int:
-        """The most bytes a valid multipart request can need: every photo at the limit, plus framing."""
-        return self.max_files * (self.max_bytes + PART_FRAMING_BYTES) + FORM_EXTRA_BYTES
+        """The most bytes a valid multipart request can need: every photo and field at the limit, plus framing."""
+        parts = self.max_files * (self.max_bytes + PART_FRAMING_BYTES)
+        fields = sum(limit + PART_FRAMING_BYTES for limit in self.fields.values())
+        return parts + fields + FORM_EXTRA_BYTES
 
 
 @dataclass
@@ -207,13 +213,13 @@ class _Form:
             self._part_label = f"photo {len(photos) + 1}{shown}"
             self._part_limit = self._limits.max_bytes
             photos.append(self._part)
-        elif name in THRESHOLD_FIELDS:
+        elif name in self._limits.fields:
             if name in self.upload.fields:
                 raise ApiError(ErrorCode.INVALID_PARAMETERS, f"{name} is given more than once")
             self._part_label = name
-            self._part_limit = MAX_FIELD_BYTES
+            self._part_limit = self._limits.fields[name]
         else:
-            expected = ", ".join(repr(f) for f in (PHOTO_FIELD, *THRESHOLD_FIELDS))
+            expected = ", ".join(repr(f) for f in (PHOTO_FIELD, *self._limits.fields))
             raise ApiError(ErrorCode.INVALID_PARAMETERS, f"unknown form field {name!r}: the fields are {expected}")
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -224,7 +230,7 @@ class _Form:
         self._part.extend(data[start:end])
 
     def _on_part_end(self) -> None:
-        if self._part_name in THRESHOLD_FIELDS:
+        if self._part_name in self._limits.fields:
             self.upload.fields[self._part_name] = self._part.decode("utf-8", "replace")
 
     def _on_end(self) -> None:

@@ -15,6 +15,7 @@ So a bright red photo scores high on category 0 (luxury_car), a mid-grey one sco
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -94,6 +95,21 @@ def build_tiny_model(
         helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     return model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def review_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every app a test starts (in process or as a subprocess) keeps its review data in a temporary
+    SQLite file, never in ``flexguard.db`` in the working directory; tests of the review workflow
+    make databases of their own."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('review') / 'flexguard.db'}"
+    before = os.environ.get("FLEXGUARD_DATABASE_URL")
+    os.environ["FLEXGUARD_DATABASE_URL"] = url
+    yield url
+    if before is None:
+        del os.environ["FLEXGUARD_DATABASE_URL"]
+    else:
+        os.environ["FLEXGUARD_DATABASE_URL"] = before
 
 
 @pytest.fixture(scope="session")
@@ -195,3 +211,45 @@ def astronaut() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+# --- the review database, on SQLite and on PostgreSQL ----------------------------------------------
+
+# `make test` starts a local PostgreSQL (Debian's) and says where in this variable; without it, the
+# PostgreSQL cases skip with the reason.
+POSTGRES_URL_VARIABLE = "FLEXGUARD_TEST_POSTGRES_URL"
+DATABASES = ("sqlite", "postgresql")
+
+
+def _postgres_url() -> str:
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set: `make test` starts a local PostgreSQL and sets it")
+    return url
+
+
+def _reset_postgres(url: str) -> None:
+    """An empty database for each test: the public schema dropped and made again (tables, triggers and all)."""
+    import sqlalchemy
+
+    from flexguard.service.review.database import open_database
+
+    engine = open_database(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            connection.exec_driver_sql("CREATE SCHEMA public")
+    except sqlalchemy.exc.OperationalError as error:
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL_VARIABLE} cannot be reached: {error.orig}")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty review database, one test at a time: a new SQLite file, or PostgreSQL emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'review.db'}"
+    url = _postgres_url()
+    _reset_postgres(url)
+    return url

@@ -8,7 +8,7 @@ from typing import AsyncIterator, Iterable
 import pytest
 
 from flexguard.service.errors import ApiError
-from flexguard.service.uploads import FORM_EXTRA_BYTES, PART_FRAMING_BYTES, UploadLimits, read_upload
+from flexguard.service.uploads import FORM_EXTRA_BYTES, PART_FRAMING_BYTES, SCORE_FIELDS, UploadLimits, read_upload
 
 BOUNDARY = "test-boundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
@@ -76,7 +76,8 @@ def test_declared_length_over_the_limit_is_refused_before_reading():
 
 
 def test_multipart_limit_allows_every_photo_at_its_limit():
-    assert LIMITS.max_body == LIMITS.max_files * (LIMITS.max_bytes + PART_FRAMING_BYTES) + FORM_EXTRA_BYTES
+    fields = sum(limit + PART_FRAMING_BYTES for limit in SCORE_FIELDS.values())
+    assert LIMITS.max_body == LIMITS.max_files * (LIMITS.max_bytes + PART_FRAMING_BYTES) + fields + FORM_EXTRA_BYTES
     photos = [part("files", b"p" * LIMITS.max_bytes, "a-long-file-name-" * 10 + ".jpg") for _ in range(LIMITS.max_files)]
     data = form(*photos, part("review_threshold", b"0.1"), part("block_threshold", b"0.2"))
     assert len(data) <= LIMITS.max_body
@@ -143,3 +144,13 @@ def test_other_content_types(content_type):
     body = Body([b"{}"])
     refused("unsupported_media_type", content_type, body)
     assert body.read == 0
+
+
+def test_fields_beyond_the_thresholds_are_read_within_their_own_limits():
+    limits = UploadLimits(max_files=2, max_bytes=100, fields={"caption": 20})
+    upload = read(MULTIPART, Body([form(part("files", b"p" * 10), part("caption", "Liburan 🌴".encode()))]), limits=limits)
+    assert upload.fields == {"caption": "Liburan 🌴"}
+    error = refused("invalid_parameters", MULTIPART, Body([form(part("files", b"p"), part("caption", b"c" * 21))]), limits=limits)
+    assert "caption" in error.message
+    error = refused("invalid_parameters", MULTIPART, Body([form(part("files", b"p"), part("review_threshold", b"0.1"))]), limits=limits)
+    assert "'caption'" in error.message

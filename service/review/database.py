@@ -1,0 +1,106 @@
+"""Opening the review database (SQLite by default, PostgreSQL by URL) and bringing its schema up to date.
+
+SQLite is set up for a service with several threads writing: write-ahead logging (readers never wait
+for the writer), a busy timeout, foreign keys on, and every transaction begun ``IMMEDIATE`` so two
+writers queue for the lock at the start instead of one failing half-way. PostgreSQL needs nothing
+special: a decision is a conditional UPDATE, which its row locks make exact.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_DATABASE_URL = "sqlite:///flexguard.db"
+# A writer waits this long for another's transaction (each takes milliseconds) before failing.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# The psycopg 3 driver, which the `postgres` extra installs; a bare postgresql:// URL would ask for psycopg2.
+POSTGRES_DRIVER = "postgresql+psycopg"
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or migrated; the message says why, in one line."""
+
+
+def _normalised_url(url: str):
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"not a database URL: {url!r} (e.g. sqlite:///flexguard.db or postgresql://user@host/db)") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername=POSTGRES_DRIVER)
+    return parsed
+
+
+def open_database(url: str) -> Engine:
+    """An engine for ``url``; nothing is connected until first use."""
+    parsed = _normalised_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
+            _configure_sqlite(engine)
+        elif parsed.get_backend_name() == "postgresql":
+            engine = create_engine(parsed, pool_pre_ping=True)
+        else:
+            raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql://")
+    except NoSuchModuleError:
+        raise DatabaseError(f"no driver for {parsed.drivername}: PostgreSQL needs pip install 'flexguard[postgres]'") from None
+    except ModuleNotFoundError as missing:
+        raise DatabaseError(f"no driver for {parsed.drivername} ({missing.name}): pip install 'flexguard[postgres]'") from None
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" below open transactions, not the sqlite3 module's implicit ones.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed submission survives a power cut, not only a killed process.
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: objects read in a transaction stay readable after it, to build answers.
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("flexguard.service.review") / "migrations"))
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (default: the newest); safe to run on every start."""
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except OperationalError as error:
+        raise DatabaseError(f"cannot open the review database {engine.url.render_as_string()}: {error.orig}") from None
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())

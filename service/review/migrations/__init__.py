@@ -1,0 +1,1 @@
+"""Alembic migrations of the review database; ``database.migrate`` runs them."""

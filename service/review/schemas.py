@@ -1,0 +1,126 @@
+"""The review API's JSON shapes, with descriptions for the OpenAPI docs.
+
+Built from the database rows by ``store`` (so the CLI and the API answer alike); the per-photo
+scores reuse the scoring API's own shapes, so a photo reads the same in ``/v1/score`` and here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..schemas import CategoryScore, EvidenceOut, Fraction, ImageInfo, ModelRef, ThresholdsOut
+
+MAX_COMMENT_CHARS = 2000
+StatusName = Literal["cleared", "pending", "approved", "rejected"]
+
+
+class ReviewPhoto(BaseModel):
+    position: int = Field(description="The photo's place in the submission, from 0, in the order sent.")
+    sha256: str = Field(description="SHA-256 of the photo's bytes, as sent.")
+    risk: Fraction = Field(description="Overall risk: the highest category score.")
+    decision: Literal["allow", "review", "block"] = Field(description="The model's decision for this photo.")
+    categories: list[CategoryScore] = Field(description="Every category's score, with its names in Indonesian and English.")
+    evidence: list[EvidenceOut] = Field(description="Boxes for categories at or above review, strongest first.")
+    image: ImageInfo = Field(description="The photo as read.")
+    stored: bool = Field(description="Whether the photo's bytes are held for the reviewers (flagged photos, until purged).")
+    url: str | None = Field(description="Where a reviewer of the unit fetches the photo, while it is stored.")
+
+
+class Delivery(BaseModel):
+    attempts: int = Field(description="Attempts made so far.")
+    delivered_at: datetime | None = Field(description="When the receiver answered 2xx.")
+    gave_up_at: datetime | None = Field(description="When flexguard stopped retrying.")
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due, while neither delivered nor given up.")
+    last_status: int | None = Field(description="The receiver's HTTP status at the last attempt.")
+    last_error: str | None = Field(description="Why the last attempt failed, if it did.")
+
+
+class SubmissionOut(BaseModel):
+    id: str = Field(description="The submission's id.")
+    unit: str = Field(description="The unit (OPD) whose reviewers decide it.")
+    account: str = Field(description="The social-media account the post is for.")
+    caption: str = Field(description="The post's caption.")
+    status: StatusName = Field(
+        description="`cleared`: every photo was `allow`, post it; `pending`: waiting for a reviewer; "
+                    "`approved`/`rejected`: a reviewer decided."
+    )
+    risk: Fraction = Field(description="The highest risk of its photos.")
+    model: ModelRef = Field(description="The model that scored it.")
+    thresholds: ThresholdsOut = Field(description="The thresholds its decisions used.")
+    created_at: datetime = Field(description="When it was submitted (UTC).")
+    decided_at: datetime | None = Field(description="When a reviewer decided it (UTC).")
+    decided_by: str | None = Field(description="The deciding reviewer's key: its prefix and label.")
+    comment: str | None = Field(description="The reviewer's comment.")
+    photos_purged_at: datetime | None = Field(description="When its stored photos were deleted (the record stays).")
+    photos: list[ReviewPhoto] = Field(description="Every photo, in the order sent.")
+    webhook_deliveries: list[Delivery] = Field(description="Deliveries of its decision to the submitting tool's webhook.")
+
+
+class SubmissionCreated(SubmissionOut):
+    replayed: bool = Field(
+        description="True when this answers a repeat of an earlier request with the same Idempotency-Key: "
+                    "nothing new was stored."
+    )
+
+
+class SubmissionList(BaseModel):
+    submissions: list[SubmissionOut] = Field(description="Oldest first for `pending`, newest first otherwise.")
+    total: int = Field(description="How many match, over all pages.")
+
+
+class DecisionIn(BaseModel):
+    comment: str = Field("", max_length=MAX_COMMENT_CHARS, description="Why; required to reject.")
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(max_length=2048, description="An http(s) URL that receives a POST when a submission is decided.")
+
+
+class WebhookOut(BaseModel):
+    url: str = Field(description="The registered URL.")
+    secret: str = Field(
+        description="Signs every delivery: `X-Flexguard-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
+                    "\"<t>.<body>\">`. Shown only when registered."
+    )
+
+
+class UnitIn(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Short id, e.g. `dinkes` (lower case, digits, -).")
+    name: str = Field(min_length=1, max_length=200, description="Full name, e.g. `Dinas Kesehatan`.")
+
+
+class UnitOut(UnitIn):
+    created_at: datetime
+
+
+class KeyIn(BaseModel):
+    role: Literal["submit", "review", "admin"] = Field(description="`submit` (upload tools), `review` (unit heads), `admin`.")
+    unit: str | None = Field(None, description="The unit, for submit and review keys.")
+    label: str = Field("", max_length=200, description="Whose key this is, e.g. `Kepala Dinas`.")
+
+
+class KeyOut(BaseModel):
+    prefix: str = Field(description="The key's first characters: how lists and the audit trail name it.")
+    role: str
+    unit: str | None
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKey(KeyOut):
+    key: str = Field(description="The key itself, shown this once: flexguard keeps only its digest.")
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    action: str = Field(description="submitted, approved, rejected, photos_purged, webhook_delivered, webhook_failed, "
+                                    "unit_created, key_created, key_revoked, webhook_registered, webhook_removed.")
+    actor: str = Field(description="The key (prefix and role) or the command-line user who did it.")
+    unit: str | None
+    submission_id: str | None
+    details: dict = Field(description="What changed: scores and model version at the time, comments, counts.")

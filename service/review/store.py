@@ -1,0 +1,533 @@
+"""The review workflow over the database: submit, queue, decide, purge, and the audit trail of each.
+
+Every state change and its audit event (and, for a decision, its webhook delivery) are written in one
+transaction, so either all of it is there after a crash or none of it is. A decision is a conditional
+``UPDATE ... WHERE status = 'pending'``: of two reviewers deciding at once exactly one changes the
+row, the other is told who did (``Conflict``). No HTTP in here; ``api`` maps the exceptions to codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from flexguard.models.metadata import Thresholds
+
+from ..schemas import ModelRef, ScoredImage, ThresholdsOut
+from .database import session_factory
+from .keys import key_digest, key_prefix, new_key, new_webhook_secret
+from .schemas import (
+    AuditEventOut,
+    Delivery,
+    KeyOut,
+    NewKey,
+    ReviewPhoto,
+    SubmissionCreated,
+    SubmissionOut,
+    UnitOut,
+)
+from .tables import (
+    ApiKey,
+    AuditEvent,
+    Photo,
+    PhotoBlob,
+    Role,
+    Status,
+    Submission,
+    Unit,
+    WebhookDelivery,
+    utcnow,
+)
+
+ALLOW = "allow"
+SERVICE_ACTOR = "flexguard"
+SUBMISSION_ID_MARK = "sub"
+WEBHOOK_EVENT = "submission.decided"
+# The photo fields kept in the database: the scores and boxes a reviewer sees, not the timing.
+_STORED_RESULT_FIELDS = {"categories", "evidence", "image"}
+
+
+class ReviewError(Exception):
+    """A request the workflow refuses; the message is for the user, in one line."""
+
+
+class NotFound(ReviewError):
+    pass
+
+
+class Forbidden(ReviewError):
+    pass
+
+
+class Conflict(ReviewError):
+    pass
+
+
+class Invalid(ReviewError):
+    pass
+
+
+class IdempotencyKeyReused(Invalid):
+    pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a key's id, prefix, role and unit."""
+
+    key_id: int | None
+    prefix: str
+    role: Role
+    unit: str | None
+    label: str = ""
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names it: a key by its prefix and role, anyone else by name."""
+        return f"{self.prefix} ({self.role.value})" if self.key_id is not None else self.prefix
+
+    @classmethod
+    def command_line(cls, user: str) -> "Principal":
+        """The operator at the database's own command line, who may do what an admin key may."""
+        return cls(key_id=None, prefix=f"cli:{user}", role=Role.ADMIN, unit=None)
+
+    @classmethod
+    def service(cls) -> "Principal":
+        """The service's own jobs: the purge and webhook deliveries."""
+        return cls(key_id=None, prefix=SERVICE_ACTOR, role=Role.ADMIN, unit=None)
+
+
+@dataclass(frozen=True)
+class ScoredPhoto:
+    data: bytes
+    media_type: str
+    result: ScoredImage
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A post to clear: what the upload tool sent, and the engine's verdict on each photo."""
+
+    account: str
+    caption: str
+    photos: Sequence[ScoredPhoto]
+    model: ModelRef
+    thresholds: Thresholds
+    idempotency_key: str | None = None
+
+    def digest(self) -> str:
+        """What identifies the request's content, so a reused Idempotency-Key with other content is caught."""
+        content = {"account": self.account, "caption": self.caption,
+                   "photos": [hashlib.sha256(photo.data).hexdigest() for photo in self.photos]}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    id: int
+    url: str
+    secret: str
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    submissions: int
+    photos: int
+
+
+class ReviewStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._session = session_factory(engine)
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The holder of ``key``, or None for an unknown or revoked key."""
+        with self._session() as session:
+            row = session.scalar(select(ApiKey).where(ApiKey.digest == key_digest(key), ApiKey.revoked_at.is_(None)))
+            if row is None:
+                return None
+            return Principal(row.id, row.prefix, Role(row.role), row.unit_id, row.label)
+
+    def create_unit(self, actor: Principal, unit_id: str, name: str) -> UnitOut:
+        _require(actor, Role.ADMIN)
+        with self._session.begin() as session:
+            if session.get(Unit, unit_id) is not None:
+                raise Conflict(f"unit {unit_id!r} exists already")
+            unit = Unit(id=unit_id, name=name, created_at=utcnow())
+            session.add(unit)
+            _audit(session, actor, "unit_created", unit=unit_id, details={"name": name})
+        return UnitOut(id=unit.id, name=unit.name, created_at=unit.created_at)
+
+    def units(self) -> list[UnitOut]:
+        with self._session() as session:
+            return [UnitOut(id=u.id, name=u.name, created_at=u.created_at) for u in session.scalars(select(Unit).order_by(Unit.id))]
+
+    def create_key(self, actor: Principal, role: Role, unit: str | None, label: str = "") -> NewKey:
+        _require(actor, Role.ADMIN)
+        if role == Role.ADMIN and unit is not None:
+            raise Invalid("an admin key belongs to no unit")
+        if role != Role.ADMIN and unit is None:
+            raise Invalid(f"a {role.value} key needs a unit")
+        key = new_key(role)
+        with self._session.begin() as session:
+            if unit is not None and session.get(Unit, unit) is None:
+                raise NotFound(f"no unit {unit!r}")
+            row = ApiKey(prefix=key_prefix(key), digest=key_digest(key), role=role.value, unit_id=unit, label=label,
+                         created_at=utcnow())
+            session.add(row)
+            _audit(session, actor, "key_created", unit=unit, details={"key": row.prefix, "role": role.value, "label": label})
+        return NewKey(key=key, **_key_out(row).model_dump())
+
+    def revoke_key(self, actor: Principal, prefix: str) -> KeyOut:
+        _require(actor, Role.ADMIN)
+        with self._session.begin() as session:
+            rows = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).all()
+            if not rows:
+                raise NotFound(f"no key {prefix!r}")
+            if len(rows) > 1:
+                raise Invalid(f"{len(rows)} keys start with {prefix!r}")
+            row = rows[0]
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                _audit(session, actor, "key_revoked", unit=row.unit_id, details={"key": row.prefix})
+        return _key_out(row)
+
+    def keys(self, unit: str | None = None) -> list[KeyOut]:
+        with self._session() as session:
+            query = select(ApiKey).order_by(ApiKey.id)
+            if unit is not None:
+                query = query.where(ApiKey.unit_id == unit)
+            return [_key_out(row) for row in session.scalars(query)]
+
+    # --- webhooks ---------------------------------------------------------------------------------
+
+    def set_webhook(self, actor: Principal, url: str) -> str:
+        """Register ``url`` for the decisions on ``actor``'s submissions; returns the new signing secret."""
+        _require(actor, Role.SUBMIT)
+        secret = new_webhook_secret()
+        with self._session.begin() as session:
+            row = session.get_one(ApiKey, actor.key_id)
+            row.webhook_url, row.webhook_secret = url, secret
+            _audit(session, actor, "webhook_registered", unit=actor.unit, details={"url": url})
+        return secret
+
+    def remove_webhook(self, actor: Principal) -> None:
+        _require(actor, Role.SUBMIT)
+        with self._session.begin() as session:
+            row = session.get_one(ApiKey, actor.key_id)
+            if row.webhook_url is None:
+                raise NotFound("this key has no webhook")
+            _audit(session, actor, "webhook_removed", unit=actor.unit, details={"url": row.webhook_url})
+            row.webhook_url = row.webhook_secret = None
+
+    def claim_deliveries(self, now: datetime, lease: timedelta, limit: int) -> list[DeliveryJob]:
+        """Deliveries due by ``now``, each put off by ``lease`` so no other worker sends it meanwhile."""
+        with self._session.begin() as session:
+            query = (
+                select(WebhookDelivery)
+                .where(WebhookDelivery.next_attempt_at <= now)
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)  # PostgreSQL: replicas take different rows; SQLite: one writer anyway
+            )
+            jobs = []
+            for row in session.scalars(query):
+                row.next_attempt_at = now + lease
+                jobs.append(DeliveryJob(row.id, row.url, row.secret, row.body, row.attempts))
+            return jobs
+
+    def record_delivery(
+        self, job: DeliveryJob, status: int | None, error: str | None, retry_at: datetime | None
+    ) -> None:
+        """One attempt's outcome: delivered (no error), retried at ``retry_at``, or given up (neither)."""
+        now = utcnow()
+        with self._session.begin() as session:
+            row = session.get_one(WebhookDelivery, job.id)
+            submission = session.get_one(Submission, row.submission_id)
+            row.attempts += 1
+            row.last_status, row.last_error = status, error
+            details = {"delivery": row.id, "url": row.url, "attempt": row.attempts, "status": status}
+            if error is None:
+                row.delivered_at, row.next_attempt_at = now, None
+                action = "webhook_delivered"
+            elif retry_at is None:
+                row.gave_up_at, row.next_attempt_at = now, None
+                action = "webhook_failed"
+                details["error"] = error
+            else:
+                row.next_attempt_at = retry_at
+                return  # a retry is not a state change: it is recorded on the delivery, not audited
+            session.add(AuditEvent(at=now, action=action, actor=SERVICE_ACTOR, unit_id=submission.unit_id,
+                                   submission_id=submission.id, details=details))
+
+    # --- submissions ------------------------------------------------------------------------------
+
+    def submit(self, actor: Principal, draft: Draft) -> SubmissionCreated:
+        """Store a post for clearance (or find the earlier one with the same Idempotency-Key)."""
+        _require(actor, Role.SUBMIT)
+        digest = draft.digest()
+        try:
+            with self._session.begin() as session:
+                earlier = self._replay(session, actor, draft, digest)
+                if earlier is not None:
+                    return earlier
+                submission = self._insert(session, actor, draft, digest)
+                return SubmissionCreated(replayed=False, **_submission_out(session, submission).model_dump())
+        except IntegrityError:
+            # Another request with the same Idempotency-Key committed first (PostgreSQL; SQLite's
+            # IMMEDIATE transactions queue them instead): answer with that one.
+            with self._session.begin() as session:
+                earlier = self._replay(session, actor, draft, digest)
+                if earlier is None:
+                    raise
+                return earlier
+
+    def _replay(self, session: Session, actor: Principal, draft: Draft, digest: str) -> SubmissionCreated | None:
+        if draft.idempotency_key is None:
+            return None
+        earlier = session.scalar(
+            select(Submission).where(Submission.key_id == actor.key_id, Submission.idempotency_key == draft.idempotency_key)
+        )
+        if earlier is None:
+            return None
+        if earlier.request_digest != digest:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {draft.idempotency_key!r} was used for submission {earlier.id} with other content; "
+                "use a new key for a new post"
+            )
+        return SubmissionCreated(replayed=True, **_submission_out(session, earlier).model_dump())
+
+    def _insert(self, session: Session, actor: Principal, draft: Draft, digest: str) -> Submission:
+        flagged = [photo.result.decision != ALLOW for photo in draft.photos]
+        status = Status.PENDING if any(flagged) else Status.CLEARED
+        submission = Submission(
+            id=f"{SUBMISSION_ID_MARK}_{uuid.uuid4().hex}", unit_id=actor.unit, key_id=actor.key_id,
+            account=draft.account, caption=draft.caption, status=status.value,
+            risk=max(photo.result.risk for photo in draft.photos), model_name=draft.model.name,
+            model_version=draft.model.version, review_threshold=draft.thresholds.review,
+            block_threshold=draft.thresholds.block, idempotency_key=draft.idempotency_key, request_digest=digest,
+            created_at=utcnow(),
+        )
+        session.add(submission)
+        rows = []
+        for position, (photo, is_flagged) in enumerate(zip(draft.photos, flagged)):
+            row = Photo(
+                submission=submission, position=position, sha256=hashlib.sha256(photo.data).hexdigest(),
+                risk=photo.result.risk, decision=photo.result.decision,
+                result=photo.result.model_dump(mode="json", include=_STORED_RESULT_FIELDS),
+            )
+            session.add(row)
+            rows.append(row)
+        session.flush()  # photo ids, for the blobs
+        if status == Status.PENDING:
+            # Only the flagged photos of a pending post are kept, for its reviewers; a cleared post keeps none.
+            for row, photo, is_flagged in zip(rows, draft.photos, flagged):
+                if is_flagged:
+                    session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.data))
+        _audit(session, actor, "submitted", unit=actor.unit, submission=submission.id, details={
+            "status": status.value, "account": draft.account, "risk": submission.risk,
+            "model": {"name": draft.model.name, "version": draft.model.version},
+            "thresholds": {"review": draft.thresholds.review, "block": draft.thresholds.block},
+            "photos": [{"position": r.position, "sha256": r.sha256, "risk": r.risk, "decision": r.decision,
+                        "categories": {c["id"]: c["score"] for c in r.result["categories"]}} for r in rows],
+        })
+        return submission
+
+    def list_submissions(self, actor: Principal, status: Status | None, limit: int, offset: int) -> tuple[list[SubmissionOut], int]:
+        with self._session() as session:
+            query = select(Submission).options(selectinload(Submission.photos))
+            query = _visible_to(actor, query)
+            if status is not None:
+                query = query.where(Submission.status == status.value)
+            total = session.scalar(select(func.count()).select_from(query.subquery()))
+            # The queue is worked oldest first; history is read newest first.
+            order = Submission.created_at.asc() if status == Status.PENDING else Submission.created_at.desc()
+            rows = session.scalars(query.order_by(order, Submission.id).limit(limit).offset(offset)).all()
+            return [_submission_out(session, row) for row in rows], total or 0
+
+    def get(self, actor: Principal, submission_id: str) -> SubmissionOut:
+        with self._session() as session:
+            return _submission_out(session, self._visible(session, actor, submission_id))
+
+    def photo(self, actor: Principal, submission_id: str, position: int) -> tuple[str, bytes]:
+        """A stored photo's media type and bytes: for the unit's reviewers only."""
+        _require(actor, Role.REVIEW)
+        with self._session() as session:
+            submission = self._visible(session, actor, submission_id)
+            blob = session.scalar(
+                select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id, Photo.position == position)
+            )
+            if blob is None:
+                why = "its photos were deleted after the decision" if submission.photos_purged_at else "only flagged photos are stored"
+                raise NotFound(f"photo {position} of {submission_id} is not stored ({why})")
+            return blob.media_type, blob.data
+
+    def decide(self, actor: Principal, submission_id: str, approve: bool, comment: str) -> SubmissionOut:
+        _require(actor, Role.REVIEW)
+        if not approve and not comment.strip():
+            raise Invalid("say why in the comment when rejecting")
+        status = Status.APPROVED if approve else Status.REJECTED
+        now = utcnow()
+        with self._session.begin() as session:
+            submission = self._visible(session, actor, submission_id)
+            changed = session.execute(
+                update(Submission)
+                .where(Submission.id == submission.id, Submission.status == Status.PENDING.value)
+                .values(status=status.value, decided_at=now, decided_by=actor.key_id, comment=comment)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed != 1:
+                session.refresh(submission)
+                raise Conflict(_already(session, submission))
+            session.refresh(submission)
+            _audit(session, actor, status.value, unit=submission.unit_id, submission=submission.id, details={
+                "comment": comment, "risk": submission.risk,
+                "model": {"name": submission.model_name, "version": submission.model_version},
+            })
+            submitter = session.get_one(ApiKey, submission.key_id)
+            if submitter.webhook_url and submitter.webhook_secret:
+                session.add(WebhookDelivery(
+                    submission_id=submission.id, url=submitter.webhook_url, secret=submitter.webhook_secret,
+                    body=_webhook_body(submission), attempts=0, next_attempt_at=now,
+                ))
+            session.flush()
+            return _submission_out(session, submission)
+
+    def purge(self, actor: Principal, retention: timedelta, now: datetime | None = None) -> PurgeReport:
+        """Delete the stored photos of submissions decided more than ``retention`` ago; keep everything else."""
+        now = now or utcnow()
+        cutoff = now - retention
+        with self._session.begin() as session:
+            due = session.scalars(
+                select(Submission).where(Submission.decided_at < cutoff, Submission.photos_purged_at.is_(None))
+            ).all()
+            deleted = 0
+            for submission in due:
+                blobs = session.scalars(select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id)).all()
+                for blob in blobs:
+                    session.delete(blob)
+                deleted += len(blobs)
+                submission.photos_purged_at = now
+                _audit(session, actor, "photos_purged", unit=submission.unit_id, submission=submission.id,
+                       details={"photos": len(blobs), "decided_at": submission.decided_at.isoformat(),
+                                "retention_days": retention / timedelta(days=1)})
+            return PurgeReport(submissions=len(due), photos=deleted)
+
+    def _visible(self, session: Session, actor: Principal, submission_id: str) -> Submission:
+        submission = session.get(Submission, submission_id)
+        if submission is None:
+            raise NotFound(f"no submission {submission_id!r}")
+        if actor.role == Role.REVIEW and submission.unit_id != actor.unit:
+            raise Forbidden(f"submission {submission_id} belongs to another unit")
+        if actor.role == Role.SUBMIT and submission.key_id != actor.key_id:
+            raise Forbidden(f"submission {submission_id} was sent with another key")
+        return submission
+
+    # --- audit ------------------------------------------------------------------------------------
+
+    def audit_events(self, since: datetime | None = None, unit: str | None = None, batch: int = 1000) -> Iterator[AuditEventOut]:
+        """Every audit event in order, read a batch at a time so millions of them stream in bounded memory."""
+        last_id = 0
+        while True:
+            with self._session() as session:
+                query = select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+                if since is not None:
+                    query = query.where(AuditEvent.at >= since)
+                if unit is not None:
+                    query = query.where(AuditEvent.unit_id == unit)
+                rows = session.scalars(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield AuditEventOut(id=row.id, at=row.at, action=row.action, actor=row.actor, unit=row.unit_id,
+                                    submission_id=row.submission_id, details=row.details)
+            last_id = rows[-1].id
+
+
+def _require(actor: Principal, role: Role) -> None:
+    if actor.role != role:
+        raise Forbidden(f"this needs a {role.value} key, not a {actor.role.value} key")
+
+
+def _visible_to(actor: Principal, query: Any) -> Any:
+    if actor.role == Role.REVIEW:
+        return query.where(Submission.unit_id == actor.unit)
+    if actor.role == Role.SUBMIT:
+        return query.where(Submission.key_id == actor.key_id)
+    return query  # admin: every unit, for inspection (never the photos)
+
+
+def _audit(session: Session, actor: Principal, action: str, *, unit: str | None = None, submission: str | None = None,
+           details: dict[str, Any]) -> None:
+    session.add(AuditEvent(at=utcnow(), action=action, actor=actor.actor, unit_id=unit, submission_id=submission,
+                           details=details))
+
+
+def _key_out(row: ApiKey) -> KeyOut:
+    return KeyOut(prefix=row.prefix, role=row.role, unit=row.unit_id, label=row.label, created_at=row.created_at,
+                  revoked_at=row.revoked_at)
+
+
+def _key_name(row: ApiKey) -> str:
+    return f"{row.prefix} ({row.label})" if row.label else row.prefix
+
+
+def _already(session: Session, submission: Submission) -> str:
+    if submission.status == Status.CLEARED.value:
+        return f"submission {submission.id} was cleared at once: there is nothing to decide"
+    decider = session.get(ApiKey, submission.decided_by) if submission.decided_by else None
+    who = f" by {_key_name(decider)}" if decider else ""
+    return f"submission {submission.id} was already {submission.status}{who} at {submission.decided_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _webhook_body(submission: Submission) -> str:
+    return json.dumps({
+        "event": WEBHOOK_EVENT, "submission_id": submission.id, "status": submission.status,
+        "unit": submission.unit_id, "account": submission.account, "comment": submission.comment,
+        "decided_at": submission.decided_at.isoformat() if submission.decided_at else None,
+    }, ensure_ascii=False, separators=(",", ":"))
+
+
+def _submission_out(session: Session, submission: Submission) -> SubmissionOut:
+    stored = set(session.scalars(
+        select(PhotoBlob.photo_id).join(Photo).where(Photo.submission_id == submission.id)
+    ))
+    decider = session.get(ApiKey, submission.decided_by) if submission.decided_by else None
+    deliveries = session.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.submission_id == submission.id).order_by(WebhookDelivery.id)
+    )
+    return SubmissionOut(
+        id=submission.id, unit=submission.unit_id, account=submission.account, caption=submission.caption,
+        status=submission.status, risk=submission.risk,
+        model=ModelRef(name=submission.model_name, version=submission.model_version),
+        thresholds=ThresholdsOut(review=submission.review_threshold, block=submission.block_threshold),
+        created_at=submission.created_at, decided_at=submission.decided_at,
+        decided_by=_key_name(decider) if decider else None,
+        comment=submission.comment, photos_purged_at=submission.photos_purged_at,
+        photos=[
+            ReviewPhoto(
+                position=photo.position, sha256=photo.sha256, risk=photo.risk, decision=photo.decision,
+                stored=photo.id in stored,
+                url=f"/v1/submissions/{submission.id}/photos/{photo.position}" if photo.id in stored else None,
+                **photo.result,
+            )
+            for photo in submission.photos
+        ],
+        webhook_deliveries=[
+            Delivery(attempts=d.attempts, delivered_at=d.delivered_at, gave_up_at=d.gave_up_at,
+                     next_attempt_at=d.next_attempt_at, last_status=d.last_status, last_error=d.last_error)
+            for d in deliveries
+        ],
+    )
