@@ -13,6 +13,8 @@ from pathlib import Path
 
 from flexguard import __version__
 
+from . import admin
+
 USAGE_ERROR = 2
 
 
@@ -137,7 +139,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
     from uvicorn.config import LOGGING_CONFIG
 
-    from flexguard.service.app import create_app, load_engine
+    from flexguard.service.app import create_app, load_engine, open_review
     from flexguard.service.settings import Settings, explain
 
     overrides = {k: v for k, v in (("model_path", args.model), ("host", args.host), ("port", args.port)) if v is not None}
@@ -145,15 +147,16 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         settings = Settings(**overrides)
     except ValidationError as error:
         raise UserError(explain(error)) from None
-    # Load here, not in the server's startup, so a missing or broken model ends with one line.
+    # Load here, not in the server's startup, so a missing or broken model or database ends with one line.
     engine = load_engine(settings)
+    review = open_review(settings)
     # The service's own startup line goes out through uvicorn's handler, like the server's.
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["flexguard"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     # timeout_keep_alive closes idle connections; a request's body has its own deadline in the app
     # (FLEXGUARD_BODY_TIMEOUT_S), and h11 caps a request's headers at 16 KB.
     uvicorn.run(
-        create_app(settings, engine=engine), host=settings.host, port=settings.port, log_config=log_config,
+        create_app(settings, engine=engine, review=review), host=settings.host, port=settings.port, log_config=log_config,
         timeout_keep_alive=settings.keep_alive_s,
     )
 
@@ -250,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.set_defaults(func=_cmd_quantize)
 
     serve = commands.add_parser("serve", help="start the REST service",
-                                description="Serve the REST API (/v1/score, /v1/model, /healthz, /readyz, /metrics; "
+                                description="Serve the REST API (/v1/score, /v1/model, /v1/submissions, /healthz, /readyz, /metrics; "
                                             "docs at /docs). Settings come from environment variables, which these "
                                             "options override: FLEXGUARD_MODEL_PATH, FLEXGUARD_MODEL_VARIANT (fp32 or int8), FLEXGUARD_HOST, FLEXGUARD_PORT, "
                                             "FLEXGUARD_THREADS, FLEXGUARD_DECODE_THREADS, FLEXGUARD_MAX_BATCH, "
@@ -258,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "FLEXGUARD_MAX_PIXELS, FLEXGUARD_MAX_CONCURRENT_REQUESTS (more get 503), "
                                             "FLEXGUARD_BODY_TIMEOUT_S (slower bodies get 408), FLEXGUARD_KEEP_ALIVE_S, "
                                             "FLEXGUARD_API_KEYS (comma-separated; empty: no key "
-                                            "needed), FLEXGUARD_CORS_ORIGINS (comma-separated).")
+                                            "needed), FLEXGUARD_CORS_ORIGINS (comma-separated); supervisor review: "
+                                            "FLEXGUARD_DATABASE_URL (default sqlite:///flexguard.db), "
+                                            "FLEXGUARD_PHOTO_RETENTION_DAYS (7), FLEXGUARD_PURGE_INTERVAL_S, "
+                                            "FLEXGUARD_WEBHOOK_RETRY_BASE_S, FLEXGUARD_WEBHOOK_RETRY_MAX_S, "
+                                            "FLEXGUARD_WEBHOOK_MAX_ATTEMPTS, FLEXGUARD_WEBHOOK_TIMEOUT_S.")
     serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH, or the shipped model of FLEXGUARD_MODEL_VARIANT)")
     serve.add_argument("--host", help="address to bind (default: FLEXGUARD_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: FLEXGUARD_PORT or 8000)")
@@ -284,8 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--server", metavar="URL",
                       help="score through a running flexguard service instead (API key, if it needs one: FLEXGUARD_API_KEY)")
     scan.add_argument("--model", type=Path, help="ONNX model for the local and Ray engines (default: the shipped model)")
-    scan.add_argument("--workers", type=int, help="decoding threads, Ray actors or concurrent requests (default: CPU count)")
-    scan.add_argument("--batch-size", type=int, default=8, help="photos per model call or request (default: 8)")
+    scan.add_argument("--workers", type=int,
+                      help="worker threads (each reads, decodes and scores photos), Ray actors or concurrent requests (default: CPU count)")
+    scan.add_argument("--batch-size", type=int,
+                      help="photos per model call or request (default: 2 with the local engine, 8 with --server or --engine ray)")
     scan.set_defaults(func=_cmd_scan)
 
     importer = commands.add_parser("import-folder", help="make a manifest from a folder per category",
@@ -293,7 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("root", type=Path, help="folder with one subfolder per category")
     importer.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     importer.set_defaults(func=_cmd_import_folder)
+
+    admin.add_parser(commands, _cmd_admin)
     return parser
+
+
+def _cmd_admin(args: argparse.Namespace) -> None:
+    from flexguard.service.review.store import ReviewError
+
+    try:
+        args.admin_func(args)
+    except ReviewError as error:
+        raise UserError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,10 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     from flexguard.datasets.manifest import ManifestError
     from flexguard.models.metadata import ModelMetadataError
     from flexguard.service.engine import ModelLoadError
+    from flexguard.service.review.database import DatabaseError
 
     try:
         args.func(args)
-    except (UserError, ManifestError, ModelMetadataError, ModelLoadError, FileNotFoundError) as error:
+    except (UserError, ManifestError, ModelMetadataError, ModelLoadError, DatabaseError, FileNotFoundError) as error:
         print(f"flexguard {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:

@@ -92,7 +92,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     try:
         command.upgrade(alembic_config(engine), revision)
     except OperationalError as error:
-        raise DatabaseError(f"cannot open the review database {engine.url.render_as_string()}: {error.orig}") from None
+        why = " ".join(str(error.orig).split())  # one line: drivers' messages span several
+        raise DatabaseError(f"cannot open the review database {engine.url.render_as_string()}: {why}") from None
 
 
 def current_revision(engine: Engine) -> str | None:

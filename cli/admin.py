@@ -1,0 +1,171 @@
+"""``flexguard admin``: the supervisor-review database from the operator's shell.
+
+For whoever runs the service: set up units and keys before anyone has an admin key, revoke a lost
+key, purge photos on demand, export the audit trail for inspectors, and migrate the schema. It works
+on the database directly (FLEXGUARD_DATABASE_URL or --database), so it needs no running service, and
+it records the operator (``cli:<login>``) as the actor in the audit trail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Iterator
+
+PURGE_HELP_DAYS = "days after the decision (default: FLEXGUARD_PHOTO_RETENTION_DAYS, 7)"
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    if args.database:
+        return args.database
+    from flexguard.service.settings import get_settings
+
+    return get_settings().database_url
+
+
+def _store(args: argparse.Namespace, migrate_first: bool = True):
+    from flexguard.service.review.database import migrate, open_database
+    from flexguard.service.review.store import ReviewStore
+
+    engine = open_database(_database_url(args))
+    if migrate_first:
+        migrate(engine)
+    return ReviewStore(engine)
+
+
+def _operator():
+    from flexguard.service.review.store import Principal
+
+    return Principal.command_line(getpass.getuser())
+
+
+def _cmd_migrate(args: argparse.Namespace) -> None:
+    from flexguard.service.review.database import current_revision
+
+    store = _store(args)
+    print(f"review database at revision {current_revision(store.engine)}")
+
+
+def _cmd_unit_add(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from flexguard.service.review.schemas import UnitIn
+
+    try:
+        unit = UnitIn(id=args.id, name=args.name)
+    except ValidationError:
+        raise _user_error(f"unit id {args.id!r}: use lower-case letters, digits and '-', up to 63 characters") from None
+    created = _store(args).create_unit(_operator(), unit.id, unit.name)
+    print(f"unit {created.id}: {created.name}")
+
+
+def _cmd_unit_list(args: argparse.Namespace) -> None:
+    for unit in _store(args).units():
+        print(f"{unit.id}\t{unit.name}")
+
+
+def _cmd_key_add(args: argparse.Namespace) -> None:
+    from flexguard.service.review.tables import Role
+
+    created = _store(args).create_key(_operator(), Role(args.role), args.unit, args.label)
+    print(created.key)
+    print(f"{created.role} key {created.prefix} for {created.unit or 'all units'}: shown this once, "
+          "flexguard keeps only its digest", file=sys.stderr)
+
+
+def _cmd_key_list(args: argparse.Namespace) -> None:
+    for key in _store(args).keys(args.unit):
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        print(f"{key.prefix}\t{key.role}\t{key.unit or '-'}\t{state}\t{key.label}")
+
+
+def _cmd_key_revoke(args: argparse.Namespace) -> None:
+    key = _store(args).revoke_key(_operator(), args.prefix)
+    print(f"revoked {key.prefix} ({key.role}, {key.unit or 'all units'})")
+
+
+def _cmd_purge(args: argparse.Namespace) -> None:
+    from flexguard.service.settings import get_settings
+
+    days = args.retention_days if args.retention_days is not None else get_settings().photo_retention_days
+    report = _store(args).purge(_operator(), timedelta(days=days))
+    print(f"deleted {report.photos} photos of {report.submissions} submissions decided more than {days:g} days ago; "
+          "their records and audit events stay")
+
+
+def _cmd_audit(args: argparse.Namespace) -> None:
+    from flexguard.service.review.api import audit_csv, audit_jsonl
+
+    events = _store(args).audit_events(args.since, args.unit)
+    lines: Iterator[str] = audit_csv(events) if args.format == "csv" else audit_jsonl(events)
+    if args.out is None:
+        sys.stdout.writelines(lines)
+        return
+    # Written beside the target and renamed, so an interrupted export never leaves half a file.
+    partial = args.out.with_name(args.out.name + ".partial")
+    with partial.open("w", encoding="utf-8", newline="") as out:
+        out.writelines(lines)
+    partial.replace(args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _user_error(message: str) -> Exception:
+    from flexguard.cli import UserError
+
+    return UserError(message)
+
+
+def _since(text: str) -> datetime:
+    from datetime import timezone
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00+07:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def add_parser(commands: argparse._SubParsersAction, handle: Callable[[argparse.Namespace], None]) -> None:
+    """Adds ``admin`` and its subcommands; ``handle`` runs the chosen one (and turns errors into one line)."""
+    admin = commands.add_parser(
+        "admin", help="manage the supervisor-review database: units, keys, purge, audit export",
+        description="Work on the supervisor-review database directly (FLEXGUARD_DATABASE_URL, or --database): "
+                    "units, submit/review/admin keys, the photo purge, the audit export, migrations. "
+                    "The operator's login is recorded as the actor.",
+    )
+    admin.add_argument("--database", metavar="URL", help="database URL (default: FLEXGUARD_DATABASE_URL, or sqlite:///flexguard.db)")
+    actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help_text, description=help_text)
+        parser.set_defaults(func=handle, admin_func=func)
+        return parser
+
+    action("migrate", "create the database or bring its schema up to date (the service does this on start too)", _cmd_migrate)
+
+    unit = action("unit-add", "add a unit (OPD)", _cmd_unit_add)
+    unit.add_argument("id", help="short id, e.g. dinkes")
+    unit.add_argument("name", help="full name, e.g. 'Dinas Kesehatan'")
+    action("unit-list", "list the units", _cmd_unit_list)
+
+    key = action("key-add", "make a key and print it (the only time it is shown)", _cmd_key_add)
+    key.add_argument("--role", choices=("submit", "review", "admin"), required=True,
+                     help="submit: an upload tool of the unit; review: the unit's head; admin: manages units and keys")
+    key.add_argument("--unit", help="the unit (submit and review keys)")
+    key.add_argument("--label", default="", help="whose key, e.g. 'Kepala Dinas' (shown in lists and the audit trail)")
+    keys = action("key-list", "list keys by prefix (the keys themselves are not stored)", _cmd_key_list)
+    keys.add_argument("--unit", help="only this unit's keys")
+    revoke = action("key-revoke", "revoke a key: it stops working at once", _cmd_key_revoke)
+    revoke.add_argument("prefix", help="the key's prefix, as key-list shows it")
+
+    purge = action("purge", "delete the stored photos of submissions decided more than the retention ago", _cmd_purge)
+    purge.add_argument("--retention-days", type=float, metavar="DAYS", help=PURGE_HELP_DAYS)
+
+    audit = action("audit", "export the audit trail (every state change) as JSON Lines or CSV", _cmd_audit)
+    audit.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
+    audit.add_argument("--since", type=_since, metavar="TIME", help="only events at or after this ISO 8601 time (UTC if no zone)")
+    audit.add_argument("--unit", help="only this unit's events")
+    audit.add_argument("--out", type=Path, help="file to write (default: standard output)")
