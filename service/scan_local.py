@@ -1,8 +1,23 @@
-"""Scoring on this machine: worker threads read and decode files, feeding batched inference on one engine.
+"""Scoring on this machine: worker threads each read, decode and score their own small batches.
 
-Threads rather than processes: Pillow releases the GIL while it decodes and resizes, hashlib while it
-hashes and onnxruntime while the model runs, so threads keep the cores busy without a second engine
-(and its memory) in every process and without pickling tensors between processes.
+Why this shape, from profiling on the 2-core development machine (1440x1080 JPEGs; the numbers and the
+variants tried are in docs/performance.md, "Scan benchmark"):
+
+- The scan is bound by CPU, not by the GIL. A photo costs 4.8 core-ms to read, hash, decode and
+  preprocess and 11.5 core-ms of model (one onnxruntime thread, batch 2): 16.3 core-ms, i.e. at most
+  2 x 1000 / 16.3 = 123 photos/s on 2 cores, and the scan measures 98% of that. Decoding in worker
+  processes instead of threads measured the same (119.8 against 120.0 files/s), and costs a model
+  load, an engine's memory and pickled tensors per process, so the workers are threads: Pillow,
+  hashlib, numpy and onnxruntime release the GIL for their heavy parts.
+- Each worker runs the model itself, on one onnxruntime thread. All workers share one session
+  (``InferenceSession.run`` is thread-safe and releases the GIL), so calls from different workers run
+  side by side, one per core, instead of one call spread over the cores. Two such calls side by side
+  do 166-168 images/s where one call on 2 threads does 151-156: a multi-threaded call leaves cores idle
+  at its synchronisation points, and the old layout (decode threads feeding one 2-thread call) was
+  left with GIL hand-offs and those idle gaps between its decoders and the model.
+- The batches are small (``LOCAL_BATCH_SIZE`` in ``scan.ScanOptions``): on this CPU one onnxruntime
+  thread does 11.0-11.5 core-ms per image at batch 2 and 13.2 at batch 8, whose activations no
+  longer fit the core's cache; end to end, batch 2 scans 120 files/s and batch 8 103.
 """
 
 from __future__ import annotations
@@ -14,39 +29,51 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Iterator
 
 from .engine import Engine
-from .scan_rows import Loaded, ModelIdentity, load, score_loaded
+from .scan_rows import ModelIdentity, load, score_loaded
 
-# Files in flight beyond the batch being gathered: enough that every worker has one decoding and one
-# queued while the model runs, and few enough that memory stays bounded (a prepared photo is ~0.8 MB)
-# however many files the scan has.
-QUEUED_PER_WORKER = 2
+# Workers run their model calls side by side, so each call gets one onnxruntime thread: with
+# ``workers`` set to the cores, calls and cores match one to one.
+MODEL_THREADS_PER_CALL = 1
+# Batches in flight per worker: one being scored and one queued, so a worker that finishes never waits
+# for the main thread (busy writing rows) to hand it the next. Memory stays bounded however many files
+# the scan has: workers x 2 batches of prepared photos (~0.8 MB each), 6.4 MB at 2 workers and batch 2.
+QUEUED_BATCHES_PER_WORKER = 2
+
+
+def _batches(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    remaining = iter(paths)
+    while batch := list(itertools.islice(remaining, size)):
+        yield batch
 
 
 class LocalScorer:
     def __init__(self, model_path: str | os.PathLike, workers: int, batch_size: int):
-        self.engine = Engine(model_path, threads=workers)
+        self.engine = Engine(model_path, threads=MODEL_THREADS_PER_CALL)
         self.model = ModelIdentity.from_info(self.engine.info)
         self.workers = workers
         self.batch_size = batch_size
 
+    def _score(self, paths: list[str]) -> list[dict[str, Any]]:
+        """One worker's job: read and decode a batch, then score it in one model call."""
+        return score_loaded(self.engine, [load(self.engine, path) for path in paths])
+
     def rows(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
         """One row per path, in the order given, as soon as its batch is scored."""
-        remaining = iter(paths)
+        batches = _batches(paths, self.batch_size)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="flexguard-scan")
-        waiting: deque[Future[Loaded]] = deque()
+        waiting: deque[Future[list[dict[str, Any]]]] = deque()
         try:
-            for path in itertools.islice(remaining, self.batch_size + self.workers * QUEUED_PER_WORKER):
-                waiting.append(pool.submit(load, self.engine, path))
-            batch: list[Loaded] = []
+            for batch in itertools.islice(batches, self.workers * QUEUED_BATCHES_PER_WORKER):
+                waiting.append(pool.submit(self._score, batch))
             while waiting:
-                batch.append(waiting.popleft().result())
-                for path in itertools.islice(remaining, 1):
-                    waiting.append(pool.submit(load, self.engine, path))
-                if len(batch) == self.batch_size or not waiting:
-                    yield from score_loaded(self.engine, batch)
-                    batch = []
+                rows = waiting.popleft().result()
+                # Hand out the next batch before writing these rows, so no worker idles meanwhile.
+                for batch in itertools.islice(batches, 1):
+                    waiting.append(pool.submit(self._score, batch))
+                yield from rows
         finally:
-            # On Ctrl-C or an error downstream: drop queued decodes, let the running ones finish.
+            # On Ctrl-C or an error downstream: drop queued batches, let the running ones finish (their
+            # rows were never written, so a rerun scores them again).
             pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:

@@ -176,6 +176,24 @@ def test_csv_is_valid_and_holds_the_same_rows(tree, jsonl_scan, tmp_path):
     assert {"path", "sha256", "risk", "decision", "score_luxury_car", "evidence", "error_code"} <= set(first)
 
 
+@pytest.mark.parametrize("workers, batch_size", [("1", "1"), ("3", "4")])
+def test_rows_and_their_order_do_not_depend_on_workers_or_batch_size(tree, jsonl_scan, tmp_path, workers, batch_size):
+    # Each worker scores its own batches side by side with the others; rows still come out in walk order,
+    # and a photo's scores do not depend on which batch it was in.
+    out = tmp_path / "scan.jsonl"
+    _scan_ok([str(tree[0]), "--out", str(out), "--workers", workers, "--batch-size", batch_size])
+    assert list(read_jsonl(out).items()) == list(read_jsonl(jsonl_scan[0]).items())
+
+
+def test_default_batch_size_depends_on_where_the_model_runs(tmp_path):
+    from flexguard.service.scan import DEFAULT_BATCH_SIZE, ScanOptions
+
+    assert ScanOptions(roots=[tmp_path], out=tmp_path / "o.jsonl").batch_size == ScanOptions.LOCAL_BATCH_SIZE
+    assert ScanOptions(roots=[tmp_path], out=tmp_path / "o.jsonl", server="http://x").batch_size == DEFAULT_BATCH_SIZE
+    assert ScanOptions(roots=[tmp_path], out=tmp_path / "o.jsonl", engine="ray").batch_size == DEFAULT_BATCH_SIZE
+    assert ScanOptions(roots=[tmp_path], out=tmp_path / "o.jsonl", batch_size=5).batch_size == 5
+
+
 def test_rerun_of_a_finished_scan_adds_nothing(tree, jsonl_scan):
     out, _ = jsonl_scan
     before = out.read_bytes()
