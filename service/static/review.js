@@ -1,0 +1,577 @@
+// flexguard reviewer page: a unit head's queue of pending posts, and approve/reject. No build step, no
+// dependencies; the page talks only to this service, with the reviewer's key on every request.
+"use strict";
+
+(() => {
+  // Every UI string, in both languages. Category names are not here: they come from the response.
+  const STRINGS = {
+    id: {
+      langName: "Bahasa Indonesia",
+      locale: "id-ID",
+      skip: "Langsung ke antrean",
+      title: "Tinjauan atasan",
+      lead: "Putuskan unggahan unit Anda yang ditandai flexguard: lihat fotonya, lalu setujui atau tolak.",
+      keyLabel: "Kunci peninjau",
+      keySubmit: "Masuk",
+      keyForget: "Lupakan kunci",
+      keyHelp: "Disimpan di tab ini saja dan hilang saat tab ditutup.",
+      keyMissing: "Isi kunci peninjau terlebih dahulu.",
+      queueTitle: "Menunggu keputusan",
+      refresh: "Muat ulang",
+      previous: "Sebelumnya",
+      next: "Berikutnya",
+      signedOut: "Masukkan kunci peninjau untuk melihat antrean unit Anda.",
+      queueEmpty: "Tidak ada pengajuan yang menunggu keputusan.",
+      queueCount: (first, last, total) => `${first}–${last} dari ${total} pengajuan, yang terlama di atas.`,
+      photoCount: (n, flagged) => `${n} foto, ${flagged} ditandai`,
+      noCaption: "(tanpa keterangan)",
+      photosTitle: "Foto",
+      facts: { status: "Status", unit: "Unit", created: "Diajukan", risk: "Risiko", model: "Model" },
+      statuses: { cleared: "Lolos otomatis", pending: "Menunggu keputusan", approved: "Disetujui", rejected: "Ditolak" },
+      decisions: { allow: "Aman", review: "Perlu ditinjau", block: "Jangan diunggah" },
+      photoTitle: (n) => `Foto ${n}`,
+      photoAlt: (n, account) => `Foto ${n} dari unggahan ${account}`,
+      photoLoading: "Memuat foto…",
+      photoNotStored: "Foto ini tidak disimpan: hanya foto yang ditandai yang disimpan untuk peninjau.",
+      photoPurged: "Foto sudah dihapus setelah keputusan.",
+      photoFailed: "Foto tidak dapat dimuat.",
+      risk: "Risiko",
+      categories: "Kategori",
+      evidence: "Kotak pada foto menandai:",
+      commentLabel: "Komentar",
+      commentHelp: "Boleh kosong untuk menyetujui; wajib diisi untuk menolak.",
+      commentRequired: "Tulis alasan penolakan di kolom Komentar.",
+      approve: "Setujui",
+      reject: "Tolak",
+      deciding: "Menyimpan keputusan…",
+      decidedNow: { approved: "Pengajuan disetujui.", rejected: "Pengajuan ditolak." },
+      decidedBy: (status, who, when) => `${status} oleh ${who} pada ${when}.`,
+      commentWas: "Komentar:",
+      unauthorized: "Kunci peninjau salah atau sudah dicabut (401). Periksa kunci lalu masuk lagi.",
+      forbidden: (detail) => `Kunci ini tidak berhak melakukannya (403): ${detail}`,
+      notFound: (detail) => `Pengajuan tidak ditemukan (404): ${detail}`,
+      conflict: (detail) => `Pengajuan ini sudah diputuskan oleh peninjau lain. Pesan layanan: ${detail}`,
+      refused: (status, detail) => `Permintaan ditolak (${status}): ${detail}`,
+      network: "Layanan tidak dapat dihubungi. Periksa koneksi, lalu coba lagi.",
+      badResponse: "Jawaban layanan tidak dapat dibaca.",
+      tryPage: "Halaman uji foto",
+    },
+    en: {
+      langName: "English",
+      locale: "en-GB",
+      skip: "Skip to the queue",
+      title: "Supervisor review",
+      lead: "Decide your unit's posts that flexguard flagged: look at the photos, then approve or reject.",
+      keyLabel: "Reviewer key",
+      keySubmit: "Sign in",
+      keyForget: "Forget key",
+      keyHelp: "Kept in this tab only and forgotten when it closes.",
+      keyMissing: "Enter a reviewer key first.",
+      queueTitle: "Waiting for a decision",
+      refresh: "Refresh",
+      previous: "Previous",
+      next: "Next",
+      signedOut: "Enter your reviewer key to see your unit's queue.",
+      queueEmpty: "No submissions are waiting for a decision.",
+      queueCount: (first, last, total) => `${first}–${last} of ${total} submissions, oldest first.`,
+      photoCount: (n, flagged) => `${n} ${n === 1 ? "photo" : "photos"}, ${flagged} flagged`,
+      noCaption: "(no caption)",
+      photosTitle: "Photos",
+      facts: { status: "Status", unit: "Unit", created: "Submitted", risk: "Risk", model: "Model" },
+      statuses: { cleared: "Cleared at once", pending: "Waiting for a decision", approved: "Approved", rejected: "Rejected" },
+      decisions: { allow: "Allow", review: "Needs review", block: "Block" },
+      photoTitle: (n) => `Photo ${n}`,
+      photoAlt: (n, account) => `Photo ${n} of the post by ${account}`,
+      photoLoading: "Loading the photo…",
+      photoNotStored: "This photo is not stored: only flagged photos are kept for reviewers.",
+      photoPurged: "The photo was deleted after the decision.",
+      photoFailed: "The photo could not be loaded.",
+      risk: "Risk",
+      categories: "Categories",
+      evidence: "Boxes on the photo mark:",
+      commentLabel: "Comment",
+      commentHelp: "May be empty to approve; required to reject.",
+      commentRequired: "Say why you reject it in the Comment field.",
+      approve: "Approve",
+      reject: "Reject",
+      deciding: "Saving the decision…",
+      decidedNow: { approved: "Submission approved.", rejected: "Submission rejected." },
+      decidedBy: (status, who, when) => `${status} by ${who} on ${when}.`,
+      commentWas: "Comment:",
+      unauthorized: "The reviewer key is wrong or was revoked (401). Check it and sign in again.",
+      forbidden: (detail) => `This key may not do that (403): ${detail}`,
+      notFound: (detail) => `Submission not found (404): ${detail}`,
+      conflict: (detail) => `Another reviewer has already decided this submission. The service says: ${detail}`,
+      refused: (status, detail) => `The request was refused (${status}): ${detail}`,
+      network: "Could not reach the service. Check the connection and try again.",
+      badResponse: "The service's answer could not be read.",
+      tryPage: "Photo check page",
+    },
+  };
+
+  const KEY_STORE = "flexguard.reviewKey"; // sessionStorage only: gone when the tab closes
+  const LANG_STORE = "flexguard.lang"; // shared with the try-it page: one language choice per browser
+  const PAGE_SIZE = 50; // the API's default page
+  const DECISIONS = ["allow", "review", "block"];
+  const HTTP = { unauthorized: 401, forbidden: 403, notFound: 404, conflict: 409 };
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, props = {}, ...children) => {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  };
+  const storage = (kind) => {
+    try { return window[kind]; } catch { return null; } // blocked storage must not break the page
+  };
+
+  let lang = storage("localStorage")?.getItem(LANG_STORE) === "en" ? "en" : "id";
+  let key = "";
+  let queue = null; // the last page of the pending list: {submissions, total}; null when signed out
+  let offset = 0;
+  let current = null; // the submission open in the detail view
+  let photoUrls = new Map(); // position -> blob: URL of the open submission's stored photos
+  let photoFailures = new Set(); // positions whose photo could not be fetched
+  // Answers to an older request are dropped: the reviewer may click on while one is on its way.
+  let queueRequest = 0;
+  let detailRequest = 0;
+  let deciding = false;
+  // Messages are kept as functions so that a language switch re-renders them.
+  const messages = { status: null, alert: null, "decide-alert": null };
+
+  const t = () => STRINGS[lang];
+  const pct = (x) => new Intl.NumberFormat(t().locale, { style: "percent", maximumFractionDigits: 0 }).format(x);
+  const clamp = (x) => Math.min(1, Math.max(0, Number(x) || 0));
+  const when = (iso) => {
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? String(iso)
+      : new Intl.DateTimeFormat(t().locale, { dateStyle: "medium", timeStyle: "short" }).format(date);
+  };
+  const categoryName = (photo, id) => {
+    const category = (photo.categories || []).find((c) => c.id === id);
+    return category ? (lang === "id" ? category.name_id : category.name_en) : id;
+  };
+
+  // ---- messages ----
+  function say(id, text) {
+    messages[id] = text;
+    const node = $(id);
+    node.textContent = text ? text() : "";
+    if (id !== "status") node.hidden = !text;
+  }
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status; // 0: the service could not be reached
+    }
+  }
+
+  function problem(error) {
+    if (!(error instanceof ApiError)) return () => t().badResponse;
+    const detail = error.message;
+    switch (error.status) {
+      case 0: return () => t().network;
+      case HTTP.unauthorized: return () => t().unauthorized;
+      case HTTP.forbidden: return () => t().forbidden(detail);
+      case HTTP.notFound: return () => t().notFound(detail);
+      case HTTP.conflict: return () => t().conflict(detail);
+      default: return () => t().refused(error.status, detail);
+    }
+  }
+
+  // ---- the API ----
+  async function api(path, options = {}) {
+    const headers = { "X-API-Key": key };
+    if (options.body) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(path, { ...options, headers, cache: "no-store" });
+    } catch {
+      throw new ApiError(0, "");
+    }
+    if (response.ok) return response;
+    const body = await response.json().catch(() => null);
+    // Every error body is {"error": {"code", "message"}}; the status says which kind, the message why.
+    const error = (body && body.error) || {};
+    throw new ApiError(response.status, error.message || response.statusText);
+  }
+
+  async function apiJson(path, options) {
+    const response = await api(path, options);
+    const data = await response.json().catch(() => null);
+    if (!data || typeof data !== "object") throw new Error("unreadable answer");
+    return data;
+  }
+
+  const submissionPath = (id) => `/v1/submissions/${encodeURIComponent(id)}`;
+
+  // A 401 means the key is no good for anything: drop what it showed and ask for it again.
+  function signedOutBy(error) {
+    if (!(error instanceof ApiError) || error.status !== HTTP.unauthorized) return false;
+    queue = null;
+    closeDetail();
+    renderQueue();
+    $("review-key").focus();
+    return true;
+  }
+
+  // ---- the queue ----
+  async function loadQueue() {
+    const mine = ++queueRequest;
+    $("queue").setAttribute("aria-busy", "true");
+    try {
+      const data = await apiJson(`/v1/submissions?status=pending&limit=${PAGE_SIZE}&offset=${offset}`);
+      if (mine !== queueRequest) return;
+      if (!Array.isArray(data.submissions)) throw new Error("unreadable answer");
+      if (!data.submissions.length && offset > 0) {
+        // Decisions emptied this page: show the one before it.
+        offset = Math.max(0, offset - PAGE_SIZE);
+        loadQueue();
+        return;
+      }
+      queue = data;
+    } catch (error) {
+      if (mine !== queueRequest) return;
+      say("alert", problem(error));
+      signedOutBy(error);
+    }
+    renderQueue();
+    $("queue").removeAttribute("aria-busy");
+  }
+
+  function queueItem(submission) {
+    const photos = submission.photos || [];
+    const flagged = photos.filter((p) => p.decision !== "allow").length;
+    const button = el("button", { type: "button", className: "queue-item" },
+      el("span", { className: "queue-account" }, submission.account),
+      el("span", { className: "queue-caption" }, submission.caption || t().noCaption),
+      el("span", { className: "queue-meta" },
+        `${t().risk} ${pct(clamp(submission.risk))} · ${t().photoCount(photos.length, flagged)} · ${when(submission.created_at)}`));
+    button.dataset.id = submission.id;
+    if (current && current.id === submission.id) button.setAttribute("aria-current", "true");
+    button.addEventListener("click", () => openSubmission(submission.id));
+    return el("li", {}, button);
+  }
+
+  function renderQueue() {
+    const list = $("queue");
+    const count = $("queue-count");
+    $("refresh").disabled = !key;
+    if (!queue) {
+      list.replaceChildren();
+      count.textContent = t().signedOut;
+      $("pager").hidden = true;
+      return;
+    }
+    const shown = queue.submissions;
+    list.replaceChildren(...shown.map(queueItem));
+    count.textContent = shown.length ? t().queueCount(offset + 1, offset + shown.length, queue.total) : t().queueEmpty;
+    $("pager").hidden = queue.total <= PAGE_SIZE;
+    $("prev").disabled = offset === 0;
+    $("next").disabled = offset + shown.length >= queue.total;
+  }
+
+  // ---- one submission ----
+  function dropPhotos() {
+    for (const url of photoUrls.values()) URL.revokeObjectURL(url);
+    photoUrls = new Map();
+    photoFailures = new Set();
+  }
+
+  function closeDetail() {
+    ++detailRequest;
+    dropPhotos();
+    current = null;
+    $("detail").hidden = true;
+    $("photos").removeAttribute("aria-busy");
+  }
+
+  async function openSubmission(id) {
+    say("alert", null);
+    say("status", null);
+    if (await loadSubmission(id)) $("detail-title").focus();
+  }
+
+  // Fetch a submission and its stored photos into the detail view; true once it is shown.
+  async function loadSubmission(id) {
+    const mine = ++detailRequest;
+    try {
+      const submission = await apiJson(submissionPath(id));
+      if (mine !== detailRequest) return false;
+      if (!current || current.id !== submission.id) resetComment(); // a refresh keeps what was typed
+      dropPhotos();
+      current = submission;
+      renderDetail();
+      renderQueue(); // marks the open one
+      loadPhotos(submission, mine);
+      return true;
+    } catch (error) {
+      if (mine !== detailRequest) return false;
+      say("alert", problem(error));
+      signedOutBy(error);
+      return false;
+    }
+  }
+
+  function resetComment() {
+    $("comment").value = "";
+    markCommentValid();
+  }
+
+  function markCommentValid() {
+    const commentBox = $("comment");
+    commentBox.removeAttribute("aria-invalid");
+    commentBox.setAttribute("aria-describedby", "comment-help");
+    say("decide-alert", null);
+  }
+
+  async function loadPhotos(submission, mine) {
+    const stored = (submission.photos || []).filter((photo) => photo.stored && photo.url);
+    const list = $("photos");
+    list.setAttribute("aria-busy", "true");
+    await Promise.all(stored.map(async (photo) => {
+      try {
+        const blob = await (await api(photo.url)).blob();
+        if (mine !== detailRequest) return;
+        photoUrls.set(photo.position, URL.createObjectURL(blob));
+      } catch {
+        if (mine !== detailRequest) return;
+        photoFailures.add(photo.position);
+      }
+      renderPhotos();
+    }));
+    if (mine === detailRequest) list.removeAttribute("aria-busy");
+  }
+
+  function placeholderText(photo) {
+    if (photoFailures.has(photo.position)) return t().photoFailed;
+    if (photo.stored) return t().photoLoading;
+    return current.photos_purged_at ? t().photoPurged : t().photoNotStored;
+  }
+
+  function photoFrame(photo) {
+    const frame = el("div", { className: "frame" });
+    const url = photoUrls.get(photo.position);
+    if (url) {
+      frame.append(el("img", { src: url, alt: t().photoAlt(photo.position + 1, current.account), decoding: "async" }));
+    } else {
+      const placeholder = el("div", { className: "placeholder" }, placeholderText(photo));
+      const size = photo.image || {};
+      if (size.width && size.height) placeholder.style.aspectRatio = `${size.width} / ${size.height}`;
+      frame.append(placeholder);
+    }
+    // Boxes are fractions of the photo as displayed, and the frame shrinks to the photo: percentages fit.
+    for (const evidence of photo.evidence || []) {
+      const [left, top, right, bottom] = (evidence.box || []).map(clamp);
+      if (!(right > left && bottom > top)) continue;
+      const box = el("div", { className: "box" },
+        el("span", { className: "box-label" }, `${categoryName(photo, evidence.category)} ${pct(evidence.score)}`));
+      box.dataset.category = evidence.category;
+      box.setAttribute("aria-hidden", "true"); // described in text in the figcaption
+      Object.assign(box.style, {
+        left: `${left * 100}%`, top: `${top * 100}%`,
+        width: `${(right - left) * 100}%`, height: `${(bottom - top) * 100}%`,
+      });
+      frame.append(box);
+    }
+    return frame;
+  }
+
+  function photoCard(photo) {
+    const decision = DECISIONS.includes(photo.decision) ? photo.decision : "review";
+    const figure = el("figure", { className: "photo" }, photoFrame(photo));
+    if ((photo.evidence || []).length) {
+      figure.append(el("figcaption", {}, `${t().evidence} ` +
+        photo.evidence.map((e) => `${categoryName(photo, e.category)} (${pct(e.score)})`).join(", ")));
+    }
+    const li = el("li", { className: `card decision-${decision}` },
+      el("h4", { className: "name" }, t().photoTitle(photo.position + 1)), figure,
+      el("div", { className: "verdict" },
+        el("p", { className: "decision" }, t().decisions[decision]),
+        el("p", { className: "risk" }, `${t().risk}: ${pct(clamp(photo.risk))}`)));
+    li.dataset.position = photo.position;
+
+    const flagged = new Set((photo.evidence || []).map((e) => e.category));
+    const bars = el("ul", { className: "bars" });
+    for (const category of [...(photo.categories || [])].sort((a, b) => b.score - a.score)) {
+      const fill = el("span", { className: "bar-fill" });
+      fill.style.width = `${clamp(category.score) * 100}%`;
+      const track = el("span", { className: "bar-track" }, fill);
+      track.setAttribute("aria-hidden", "true"); // the percentage is already in the text
+      const bar = el("li", { className: flagged.has(category.id) ? "bar flagged" : "bar" },
+        el("span", { className: "bar-name" }, lang === "id" ? category.name_id : category.name_en),
+        el("span", { className: "bar-value" }, pct(clamp(category.score))), track);
+      bar.dataset.category = category.id;
+      bars.append(bar);
+    }
+    li.append(el("h5", {}, t().categories), bars);
+    return li;
+  }
+
+  function renderPhotos() {
+    if (current) $("photos").replaceChildren(...(current.photos || []).map(photoCard));
+  }
+
+  function fact(name, value) {
+    return [el("dt", {}, t().facts[name]), el("dd", { className: `fact-${name}` }, value)];
+  }
+
+  function renderDetail() {
+    const detail = $("detail");
+    if (!current) {
+      detail.hidden = true;
+      return;
+    }
+    const s = current;
+    detail.hidden = false;
+    detail.dataset.status = s.status;
+    $("detail-title").textContent = s.account;
+    $("detail-caption").textContent = s.caption || t().noCaption;
+    $("detail-facts").replaceChildren(
+      ...fact("status", t().statuses[s.status] || s.status),
+      ...fact("unit", s.unit),
+      ...fact("created", when(s.created_at)),
+      ...fact("risk", pct(clamp(s.risk))),
+      ...fact("model", s.model ? `${s.model.name} ${s.model.version}` : "?"),
+    );
+    renderPhotos();
+
+    const pending = s.status === "pending";
+    $("decide-form").hidden = !pending;
+    const decided = $("decided");
+    decided.hidden = pending;
+    if (!pending) {
+      const status = t().statuses[s.status] || s.status;
+      const line = s.decided_at ? t().decidedBy(status, s.decided_by || "?", when(s.decided_at)) : status;
+      decided.replaceChildren(el("p", { className: "decided-line" }, line));
+      if (s.comment) decided.append(el("p", { className: "decided-comment" }, `${t().commentWas} ${s.comment}`));
+    }
+  }
+
+  // ---- deciding ----
+  function setDeciding(on) {
+    deciding = on;
+    for (const id of ["approve", "reject"]) $(id).disabled = on;
+    $("decide-form").setAttribute("aria-busy", String(on));
+  }
+
+  async function decide(approve) {
+    if (!current || deciding) return;
+    const id = current.id;
+    const commentBox = $("comment");
+    const comment = commentBox.value.trim();
+    say("alert", null);
+    say("decide-alert", null);
+    if (!approve && !comment) {
+      // The service refuses it too (422); asking here saves the round trip and keeps the focus in place.
+      commentBox.setAttribute("aria-invalid", "true");
+      commentBox.setAttribute("aria-describedby", "decide-alert comment-help");
+      say("decide-alert", () => t().commentRequired);
+      commentBox.focus();
+      return;
+    }
+    setDeciding(true);
+    say("status", () => t().deciding);
+    try {
+      const decided = await apiJson(`${submissionPath(id)}/${approve ? "approve" : "reject"}`,
+        { method: "POST", body: JSON.stringify({ comment }) });
+      if (current && current.id === id) {
+        current = decided;
+        renderDetail();
+        $("decided").focus();
+      }
+      say("status", () => t().decidedNow[decided.status] || decided.status);
+    } catch (error) {
+      say("status", null);
+      say("decide-alert", problem(error));
+      if (!signedOutBy(error) && error instanceof ApiError && error.status === HTTP.conflict) {
+        // Someone decided first: show what they decided, keeping the message on screen.
+        const message = messages["decide-alert"];
+        if (await loadSubmission(id)) say("decide-alert", message);
+      }
+    } finally {
+      setDeciding(false);
+    }
+    loadQueue();
+  }
+
+  // ---- static text and language ----
+  function applyLanguage() {
+    document.documentElement.lang = lang;
+    document.title = `flexguard — ${t().title}`;
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t()[node.dataset.i18n];
+    const other = lang === "id" ? "en" : "id";
+    const button = $("lang");
+    button.textContent = STRINGS[other].langName;
+    button.lang = other;
+    for (const [id, text] of Object.entries(messages)) say(id, text);
+    renderQueue();
+    renderDetail();
+  }
+
+  function signIn(newKey) {
+    key = newKey;
+    if (key) storage("sessionStorage")?.setItem(KEY_STORE, key);
+    else storage("sessionStorage")?.removeItem(KEY_STORE);
+    offset = 0;
+    queue = null;
+    closeDetail();
+    say("alert", null);
+    say("status", null);
+    renderQueue();
+    if (key) loadQueue();
+  }
+
+  // ---- wiring ----
+  document.addEventListener("DOMContentLoaded", () => {
+    const keyInput = $("review-key");
+    keyInput.value = storage("sessionStorage")?.getItem(KEY_STORE) || "";
+
+    $("key-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const value = keyInput.value.trim();
+      if (!value) {
+        say("alert", () => t().keyMissing);
+        keyInput.focus();
+        return;
+      }
+      signIn(value);
+    });
+    $("forget").addEventListener("click", () => {
+      keyInput.value = "";
+      signIn("");
+      keyInput.focus();
+    });
+
+    $("refresh").addEventListener("click", () => {
+      say("alert", null);
+      loadQueue();
+      if (current) loadSubmission(current.id);
+    });
+    $("prev").addEventListener("click", () => {
+      offset = Math.max(0, offset - PAGE_SIZE);
+      loadQueue();
+    });
+    $("next").addEventListener("click", () => {
+      offset += PAGE_SIZE;
+      loadQueue();
+    });
+
+    $("decide-form").addEventListener("submit", (e) => e.preventDefault());
+    $("approve").addEventListener("click", () => decide(true));
+    $("reject").addEventListener("click", () => decide(false));
+    $("comment").addEventListener("input", (e) => {
+      if (e.target.hasAttribute("aria-invalid")) markCommentValid();
+    });
+
+    $("lang").addEventListener("click", () => {
+      lang = lang === "id" ? "en" : "id";
+      storage("localStorage")?.setItem(LANG_STORE, lang);
+      applyLanguage();
+    });
+
+    applyLanguage();
+    if (keyInput.value) signIn(keyInput.value.trim());
+  });
+})();
