@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "FLEXGUARD_DATABASE_URL (default sqlite:///flexguard.db), "
                                             "FLEXGUARD_PHOTO_RETENTION_DAYS (7), FLEXGUARD_PURGE_INTERVAL_S, "
                                             "FLEXGUARD_WEBHOOK_RETRY_BASE_S, FLEXGUARD_WEBHOOK_RETRY_MAX_S, "
-                                            "FLEXGUARD_WEBHOOK_MAX_ATTEMPTS, FLEXGUARD_WEBHOOK_TIMEOUT_S.")
+                                            "FLEXGUARD_WEBHOOK_MAX_ATTEMPTS, FLEXGUARD_WEBHOOK_TIMEOUT_S, FLEXGUARD_WEBHOOK_POLL_S.")
     serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH, or the shipped model of FLEXGUARD_MODEL_VARIANT)")
     serve.add_argument("--host", help="address to bind (default: FLEXGUARD_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: FLEXGUARD_PORT or 8000)")

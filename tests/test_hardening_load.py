@@ -7,8 +7,9 @@ every answer the expected one, and the server's RSS flat (growth under 50 MB aft
 itself: the whole run is bounded by LOAD_DEADLINE_S.
 
 The same server runs with a fresh, empty HOME, TMPDIR and working directory, and with its logs
-captured: afterwards nothing at all was written in those folders, and neither a key, a photo's bytes
-nor its file name is in the logs.
+captured: afterwards nothing at all was written in those folders, the review database (in a folder of
+its own, as a deployment configures it) holds no photo, and neither a key, a photo's bytes nor its file
+name is in the logs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -71,7 +73,7 @@ def good_photos() -> list[tuple[bytes, str]]:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     root = tmp_path_factory.mktemp("sandbox")
-    folders = {name: root / name for name in ("home", "tmp", "cwd", "logs")}
+    folders = {name: root / name for name in ("home", "tmp", "cwd", "logs", "data")}
     for folder in folders.values():
         folder.mkdir()
     return folders
@@ -86,7 +88,7 @@ def server(sandbox, tiny_model_path):
         "XDG_CACHE_HOME": str(sandbox["home"] / ".cache"), "PYTHONDONTWRITEBYTECODE": "1",
         "FLEXGUARD_MODEL_PATH": str(tiny_model_path), "FLEXGUARD_PORT": str(port), "FLEXGUARD_THREADS": "1",
         "FLEXGUARD_DECODE_THREADS": "2", "FLEXGUARD_API_KEYS": KEY, "FLEXGUARD_MAX_CONCURRENT_REQUESTS": "64",
-        "FLEXGUARD_MAX_WAIT_MS": "2",
+        "FLEXGUARD_MAX_WAIT_MS": "2", "FLEXGUARD_DATABASE_URL": f"sqlite:///{sandbox['data'] / 'review.db'}",
     }
     stdout = open(sandbox["logs"] / "stdout.log", "wb")
     stderr = open(sandbox["logs"] / "stderr.log", "wb")
@@ -232,6 +234,10 @@ def test_nothing_written_to_home_tmp_or_cwd_and_nothing_secret_logged(server, sa
     assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn shuts down cleanly, then re-raises SIGTERM
     written = [str(p) for name in ("home", "tmp", "cwd") for p in sandbox[name].rglob("*")]
     assert written == []
+    # /v1/score never stores a photo: the review database has no photo, no submission, nothing but its schema.
+    with sqlite3.connect(sandbox["data"] / "review.db") as database:
+        for table in ("photo_blobs", "photos", "submissions", "audit_events"):
+            assert database.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table
     logs = b"".join((sandbox["logs"] / name).read_bytes() for name in ("stdout.log", "stderr.log"))
     assert b"serving model" in logs and b"POST /v1/score" in logs  # the logs were captured
     assert KEY.encode() not in logs

@@ -104,7 +104,9 @@ def create_router(upload_limits: UploadLimits, scoring_slot: Callable[[Request],
     """The review routes; ``scoring_slot`` is the app's guard on scoring requests in progress."""
     router = APIRouter(prefix="/v1")
     limits = UploadLimits(upload_limits.max_files, upload_limits.max_bytes, upload_limits.body_timeout_s, SUBMISSION_FIELDS)
-    auth = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
+    # Every review route takes a key and parameters: a missing key, another unit's data or a malformed
+    # parameter are possible everywhere.
+    auth = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_PARAMETERS)
 
     @router.post(
         "/submissions", response_model=SubmissionCreated, status_code=HTTPStatus.CREATED, tags=["review"],

@@ -93,7 +93,7 @@ class UnitIn(BaseModel):
 
 
 class UnitOut(UnitIn):
-    created_at: datetime
+    created_at: datetime = Field(description="When the unit was added (UTC).")
 
 
 class KeyIn(BaseModel):
@@ -104,11 +104,11 @@ class KeyIn(BaseModel):
 
 class KeyOut(BaseModel):
     prefix: str = Field(description="The key's first characters: how lists and the audit trail name it.")
-    role: str
-    unit: str | None
-    label: str
-    created_at: datetime
-    revoked_at: datetime | None
+    role: str = Field(description="submit, review or admin.")
+    unit: str | None = Field(description="The unit of a submit or review key; none for an admin key.")
+    label: str = Field(description="Whose key it is.")
+    created_at: datetime = Field(description="When it was made (UTC).")
+    revoked_at: datetime | None = Field(description="When it was revoked (UTC); a revoked key no longer works.")
 
 
 class NewKey(KeyOut):
@@ -116,11 +116,11 @@ class NewKey(KeyOut):
 
 
 class AuditEventOut(BaseModel):
-    id: int
-    at: datetime
+    id: int = Field(description="Increasing with time: events are exported in this order.")
+    at: datetime = Field(description="When it happened (UTC).")
     action: str = Field(description="submitted, approved, rejected, photos_purged, webhook_delivered, webhook_failed, "
                                     "unit_created, key_created, key_revoked, webhook_registered, webhook_removed.")
-    actor: str = Field(description="The key (prefix and role) or the command-line user who did it.")
-    unit: str | None
-    submission_id: str | None
+    actor: str = Field(description="The key (prefix and role), the command-line user (`cli:<login>`) or `flexguard` itself.")
+    unit: str | None = Field(description="The unit concerned, if any.")
+    submission_id: str | None = Field(description="The submission concerned, if any.")
     details: dict = Field(description="What changed: scores and model version at the time, comments, counts.")
