@@ -2,7 +2,7 @@
 # The scoring service: onnxruntime on CPU with the serving dependencies only (no torch), the shipped
 # model inside, running as a non-root user.
 #   docker build -t flexguard .
-#   docker run -p 8000:8000 -e FLEXGUARD_API_KEYS=change-me flexguard
+#   docker run -p 8000:8000 -v flexguard-data:/data -e FLEXGUARD_API_KEYS=change-me flexguard
 # Under a CPU limit (--cpus N), also pass -e FLEXGUARD_THREADS=N -e FLEXGUARD_DECODE_THREADS=N: the
 # container sees all of the host's cores otherwise.
 
@@ -26,16 +26,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     FLEXGUARD_HOST=0.0.0.0 \
     FLEXGUARD_PORT=8000
-# The wheel's own dependencies only (no extras, so no torch); the shipped model is package data in
+# The wheel's own dependencies and the PostgreSQL driver for the review database (no torch); the shipped model is package data in
 # it. Mounted rather than copied, so the wheel leaves no layer behind. The last command refuses to
 # build an image whose model is missing or lacks its metadata.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install /wheels/*.whl \
+    pip install "$(ls /wheels/*.whl)[postgres]" \
     && python -c "from flexguard.models import shipped_model_path; from flexguard.service.engine import Engine; Engine(shipped_model_path())"
 
-RUN useradd --create-home --uid 10001 flexguard
+RUN useradd --create-home --uid 10001 flexguard && mkdir /data && chown flexguard /data
 USER flexguard
 WORKDIR /home/flexguard
+# The supervisor-review database (SQLite by default) lives on a volume, so it outlives the container;
+# set FLEXGUARD_DATABASE_URL=postgresql://... to use PostgreSQL instead.
+ENV FLEXGUARD_DATABASE_URL=sqlite:////data/flexguard.db
+VOLUME /data
 EXPOSE 8000
 # Ready means the model is loaded and has run once; urlopen fails on the 503 sent before that.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
