@@ -157,6 +157,14 @@ def test_keys_reach_only_their_own_unit_and_role(world, client):
     assert client.get(f"/v1/submissions/{sid}", headers=headers(world.review["dinkes"])).json()["status"] == "pending"
 
 
+def test_a_key_can_ask_who_it_is(world, client):
+    me = client.get("/v1/me", headers=headers(world.review["dinkes"])).json()
+    assert me["role"] == "review" and me["unit"] == "dinkes" and me["label"] == "kepala dinkes"
+    assert world.review["dinkes"].startswith(me["prefix"]) and me["prefix"] != world.review["dinkes"]
+    assert client.get("/v1/me", headers=headers(world.admin)).json()["unit"] is None
+    assert client.get("/v1/me").status_code == 401
+
+
 def test_missing_wrong_and_revoked_keys_get_401(world, client):
     sid = submit(client, world.submit["dinkes"], red_photo()).json()["id"]
     for key_headers in ({}, headers("fgr_review_not-a-real-key"), {"Authorization": "Bearer wrong"}):

@@ -9,6 +9,7 @@ account names, and finds them by those names.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import httpx
@@ -101,11 +102,13 @@ def fetch(base_url: str, key: str, submission_id: str) -> dict:
     return answer.json()
 
 
-def sign_in(page: Page, key: str) -> None:
+def sign_in(page: Page, key: str, reviewer: bool = True) -> None:
+    """Sign in; a reviewer's key then loads the queue, any other key stops at the "who is this" check."""
     page.goto("/review")
     page.get_by_label("Kunci peninjau").fill(key)
-    with page.expect_response("**/v1/submissions?status=pending*"):
-        page.get_by_role("button", name="Masuk").click()
+    with page.expect_response("**/v1/me"):
+        with page.expect_response("**/v1/submissions?status=pending*") if reviewer else contextlib.nullcontext():
+            page.get_by_role("button", name="Masuk").click()
     expect(page.locator("#queue")).not_to_have_attribute("aria-busy", "true")
 
 
@@ -250,11 +253,17 @@ def test_rejecting_needs_a_comment(page: Page, problems: list[str], base_url: st
 def test_a_wrong_key_is_refused_and_a_unit_sees_only_its_own(page: Page, problems: list[str], base_url: str,
                                                               world: World):
     submit(base_url, world, "@bappeda.perjalanan", "Studi banding", red_photo(), unit=OTHER_UNIT)
-    sign_in(page, "fgr_review_bukan-kunci")
+    sign_in(page, "fgr_review_bukan-kunci", reviewer=False)
     expect(page.locator("#alert")).to_have_text(
         "Kunci peninjau salah atau sudah dicabut (401). Periksa kunci lalu masuk lagi.")
     expect(page.locator("#queue .queue-item")).to_have_count(0)
     expect(page.get_by_label("Kunci peninjau")).to_be_focused()
+
+    # An upload tool's key is valid, but not for reviewing: said at sign-in, no queue shown.
+    page.get_by_label("Kunci peninjau").fill(world.submit[OTHER_UNIT])
+    page.get_by_role("button", name="Masuk").click()
+    expect(page.locator("#alert")).to_contain_text("Ini kunci submit, bukan kunci peninjau")
+    expect(page.locator("#queue .queue-item")).to_have_count(0)
 
     page.get_by_label("Kunci peninjau").fill(world.review[OTHER_UNIT])
     page.get_by_role("button", name="Masuk").click()

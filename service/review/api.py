@@ -30,6 +30,7 @@ from ..uploads import PHOTO_FIELD, UploadLimits, read_upload
 from .schemas import (
     AuditEventOut,
     DecisionIn,
+    Identity,
     KeyIn,
     KeyOut,
     NewKey,
@@ -107,6 +108,11 @@ def create_router(upload_limits: UploadLimits, scoring_slot: Callable[[Request],
     # Every review route takes a key and parameters: a missing key, another unit's data or a malformed
     # parameter are possible everywhere.
     auth = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_PARAMETERS)
+
+    @router.get("/me", response_model=Identity, tags=["review"], summary="Who this key is: its role, unit and label",
+                responses=responses(*auth))
+    async def me(principal: Principal = Depends(current_principal)) -> Identity:
+        return Identity(prefix=principal.prefix, role=principal.role.value, unit=principal.unit, label=principal.label)
 
     @router.post(
         "/submissions", response_model=SubmissionCreated, status_code=HTTPStatus.CREATED, tags=["review"],

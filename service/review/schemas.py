@@ -102,6 +102,13 @@ class KeyIn(BaseModel):
     label: str = Field("", max_length=200, description="Whose key this is, e.g. `Kepala Dinas`.")
 
 
+class Identity(BaseModel):
+    prefix: str = Field(description="The key's first characters, as lists and the audit trail name it.")
+    role: Literal["submit", "review", "admin"] = Field(description="What the key may do.")
+    unit: str | None = Field(description="The unit of a submit or review key; none for an admin key.")
+    label: str = Field(description="Whose key it is.")
+
+
 class KeyOut(BaseModel):
     prefix: str = Field(description="The key's first characters: how lists and the audit trail name it.")
     role: str = Field(description="submit, review or admin.")

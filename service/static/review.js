@@ -48,6 +48,7 @@
       decidedBy: (status, who, when) => `${status} oleh ${who} pada ${when}.`,
       commentWas: "Komentar:",
       unauthorized: "Kunci peninjau salah atau sudah dicabut (401). Periksa kunci lalu masuk lagi.",
+      notReviewer: (role) => `Ini kunci ${role}, bukan kunci peninjau. Halaman ini untuk kunci peninjau (review) unit.`,
       forbidden: (detail) => `Kunci ini tidak berhak melakukannya (403): ${detail}`,
       notFound: (detail) => `Pengajuan tidak ditemukan (404): ${detail}`,
       conflict: (detail) => `Pengajuan ini sudah diputuskan oleh peninjau lain. Pesan layanan: ${detail}`,
@@ -99,6 +100,7 @@
       decidedBy: (status, who, when) => `${status} by ${who} on ${when}.`,
       commentWas: "Comment:",
       unauthorized: "The reviewer key is wrong or was revoked (401). Check it and sign in again.",
+      notReviewer: (role) => `This is a ${role} key, not a reviewer key. This page is for a unit's review keys.`,
       forbidden: (detail) => `This key may not do that (403): ${detail}`,
       notFound: (detail) => `Submission not found (404): ${detail}`,
       conflict: (detail) => `Another reviewer has already decided this submission. The service says: ${detail}`,
@@ -520,7 +522,26 @@
     say("alert", null);
     say("status", null);
     renderQueue();
-    if (key) loadQueue();
+    if (key) start();
+  }
+
+  // Only a review key decides: a submit or admin key is told so at sign-in, not by a 403 later.
+  async function start() {
+    const asked = key;
+    try {
+      const me = await apiJson("/v1/me");
+      if (asked !== key) return;
+      if (me.role !== "review") {
+        say("alert", () => t().notReviewer(me.role));
+        return;
+      }
+    } catch (error) {
+      if (asked !== key) return;
+      say("alert", problem(error));
+      signedOutBy(error);
+      return;
+    }
+    loadQueue();
   }
 
   // ---- wiring ----
