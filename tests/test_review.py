@@ -118,6 +118,28 @@ def test_pending_then_approved(world, client):
     assert events[1].actor.startswith("fgr_review_") and events[1].details["comment"] == "Mobil dinas, bukan pribadi"
 
 
+@pytest.mark.parametrize("image_format", ["HEIF", "TIFF"])
+def test_a_flagged_photo_browsers_cannot_show_is_kept_as_jpeg(world, client, image_format):
+    import hashlib
+
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(red_photo())).save(buffer, format=image_format)
+    sent = buffer.getvalue()
+    submission = client.post("/v1/submissions", headers=headers(world.submit["dinkes"]),
+                             files=[("files", ("foto", sent, "application/octet-stream"))], data={"account": "a"}).json()
+    photo = submission["photos"][0]
+    assert photo["image"]["format"] == image_format and photo["sha256"] == hashlib.sha256(sent).hexdigest()
+    kept = client.get(photo["url"], headers=headers(world.review["dinkes"]))
+    assert kept.headers["content-type"] == "image/jpeg"
+    shown = Image.open(io.BytesIO(kept.content))
+    assert shown.format == "JPEG" and shown.size == (photo["image"]["width"], photo["image"]["height"])
+    assert shown.convert("RGB").getpixel((100, 150))[0] > 200  # still the red car
+
+
 def test_pending_then_rejected_needs_a_reason(world, client):
     submission = submit(client, world.submit["dinkes"], red_photo()).json()
     reviewer = headers(world.review["dinkes"])

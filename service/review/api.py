@@ -42,7 +42,8 @@ from .schemas import (
     WebhookIn,
     WebhookOut,
 )
-from .store import Conflict, Draft, Forbidden, IdempotencyKeyReused, Invalid, NotFound, Principal, ReviewStore, ScoredPhoto
+from .photos import viewable
+from .store import ALLOW, Conflict, Draft, Forbidden, IdempotencyKeyReused, Invalid, NotFound, Principal, ReviewStore, ScoredPhoto
 from .tables import Role, Status
 
 ACCOUNT_FIELD, CAPTION_FIELD, UNIT_FIELD = "account", "caption", "unit"
@@ -52,9 +53,6 @@ SUBMISSION_FIELDS = {ACCOUNT_FIELD: 200, CAPTION_FIELD: 2200 * 4, UNIT_FIELD: 64
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# The formats the engine reads, as the media types a browser is told when a reviewer opens a photo.
-MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-               "BMP": "image/bmp", "TIFF": "image/tiff", "HEIF": "image/heif"}
 _WEBHOOK_SCHEMES = ("http://", "https://")
 AUDIT_COLUMNS = ("id", "at", "action", "actor", "unit", "submission_id", "details")
 
@@ -156,12 +154,15 @@ def create_router(upload_limits: UploadLimits, scoring_slot: Callable[[Request],
         failed = [f"photo {i + 1}: {r.message} ({r.code})" for i, r in enumerate(results) if isinstance(r, ImageError)]
         if failed:
             raise ApiError(ErrorCode.UNREADABLE_PHOTO, "; ".join(failed))
+        photos = []
+        for photo, result in zip(upload.photos, results):
+            # Only flagged photos are kept, so only they need a copy a browser can show.
+            kept, media_type = (await run_in_threadpool(viewable, bytes(photo), result.format)
+                                if result.decision != ALLOW else (b"", ""))
+            photos.append(ScoredPhoto(bytes(photo), kept, media_type, ScoredImage.of(result, info.categories)))
         draft = Draft(
             account=account, caption=fields.get(CAPTION_FIELD, ""), model=ModelRef(name=info.name, version=info.version),
-            thresholds=info.thresholds, idempotency_key=idempotency_key,
-            photos=[ScoredPhoto(bytes(photo), MEDIA_TYPES.get(result.format, "application/octet-stream"),
-                                ScoredImage.of(result, info.categories))
-                    for photo, result in zip(upload.photos, results)],
+            thresholds=info.thresholds, idempotency_key=idempotency_key, photos=photos,
         )
         created: SubmissionCreated = await _call(_store(request).submit, principal, draft)
         status = HTTPStatus.OK if created.replayed else HTTPStatus.CREATED

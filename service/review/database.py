@@ -1,8 +1,9 @@
 """Opening the review database (SQLite by default, PostgreSQL by URL) and bringing its schema up to date.
 
 SQLite is set up for a service with several threads writing: write-ahead logging (readers never wait
-for the writer), a busy timeout, foreign keys on, and every transaction begun ``IMMEDIATE`` so two
-writers queue for the lock at the start instead of one failing half-way. PostgreSQL needs nothing
+for the writer), a busy timeout, foreign keys on, and every writing transaction begun ``IMMEDIATE`` so
+two writers queue for the lock at the start instead of one failing half-way; a connection marked
+``READ_ONLY`` (the store's reads) begins ``DEFERRED`` and takes no write lock. PostgreSQL needs nothing
 special: a decision is a conditional UPDATE, which its row locks make exact.
 """
 
@@ -23,6 +24,8 @@ DEFAULT_DATABASE_URL = "sqlite:///flexguard.db"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # The psycopg 3 driver, which the `postgres` extra installs; a bare postgresql:// URL would ask for psycopg2.
 POSTGRES_DRIVER = "postgresql+psycopg"
+# The execution option that marks a connection as only reading (see the module docstring).
+READ_ONLY = "flexguard_read_only"
 
 
 class DatabaseError(Exception):
@@ -72,7 +75,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        reading = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if reading else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

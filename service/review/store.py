@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from flexguard.models.metadata import Thresholds
 
 from ..schemas import ModelRef, ScoredImage, ThresholdsOut
-from .database import session_factory
+from .database import READ_ONLY, session_factory
 from .keys import key_digest, key_prefix, new_key, new_webhook_secret
 from .schemas import (
     AuditEventOut,
@@ -107,8 +107,9 @@ class Principal:
 
 @dataclass(frozen=True)
 class ScoredPhoto:
-    data: bytes
-    media_type: str
+    data: bytes  # as sent: what the SHA-256 and the idempotency check are of
+    kept: bytes  # what is stored for the reviewers if the photo is flagged (photos.viewable)
+    media_type: str  # of ``kept``
     result: ScoredImage
 
 
@@ -149,12 +150,14 @@ class ReviewStore:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._session = session_factory(engine)
+        # Reads need no write lock: on SQLite they begin DEFERRED and run beside the writer (database.py).
+        self._read = session_factory(engine.execution_options(**{READ_ONLY: True}))
 
     # --- keys -------------------------------------------------------------------------------------
 
     def authenticate(self, key: str) -> Principal | None:
         """The holder of ``key``, or None for an unknown or revoked key."""
-        with self._session() as session:
+        with self._read() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.digest == key_digest(key), ApiKey.revoked_at.is_(None)))
             if row is None:
                 return None
@@ -171,7 +174,7 @@ class ReviewStore:
         return UnitOut(id=unit.id, name=unit.name, created_at=unit.created_at)
 
     def units(self) -> list[UnitOut]:
-        with self._session() as session:
+        with self._read() as session:
             return [UnitOut(id=u.id, name=u.name, created_at=u.created_at) for u in session.scalars(select(Unit).order_by(Unit.id))]
 
     def create_key(self, actor: Principal, role: Role, unit: str | None, label: str = "") -> NewKey:
@@ -205,7 +208,7 @@ class ReviewStore:
         return _key_out(row)
 
     def keys(self, unit: str | None = None) -> list[KeyOut]:
-        with self._session() as session:
+        with self._read() as session:
             query = select(ApiKey).order_by(ApiKey.id)
             if unit is not None:
                 query = query.where(ApiKey.unit_id == unit)
@@ -335,7 +338,7 @@ class ReviewStore:
             # Only the flagged photos of a pending post are kept, for its reviewers; a cleared post keeps none.
             for row, photo, is_flagged in zip(rows, draft.photos, flagged):
                 if is_flagged:
-                    session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.data))
+                    session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.kept))
         _audit(session, actor, "submitted", unit=actor.unit, submission=submission.id, details={
             "status": status.value, "account": draft.account, "risk": submission.risk,
             "model": {"name": draft.model.name, "version": draft.model.version},
@@ -346,7 +349,7 @@ class ReviewStore:
         return submission
 
     def list_submissions(self, actor: Principal, status: Status | None, limit: int, offset: int) -> tuple[list[SubmissionOut], int]:
-        with self._session() as session:
+        with self._read() as session:
             query = select(Submission).options(selectinload(Submission.photos))
             query = _visible_to(actor, query)
             if status is not None:
@@ -358,13 +361,13 @@ class ReviewStore:
             return [_submission_out(session, row) for row in rows], total or 0
 
     def get(self, actor: Principal, submission_id: str) -> SubmissionOut:
-        with self._session() as session:
+        with self._read() as session:
             return _submission_out(session, self._visible(session, actor, submission_id))
 
     def photo(self, actor: Principal, submission_id: str, position: int) -> tuple[str, bytes]:
         """A stored photo's media type and bytes: for the unit's reviewers only."""
         _require(actor, Role.REVIEW)
-        with self._session() as session:
+        with self._read() as session:
             submission = self._visible(session, actor, submission_id)
             blob = session.scalar(
                 select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id, Photo.position == position)
@@ -441,7 +444,7 @@ class ReviewStore:
         """Every audit event in order, read a batch at a time so millions of them stream in bounded memory."""
         last_id = 0
         while True:
-            with self._session() as session:
+            with self._read() as session:
                 query = select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
                 if since is not None:
                     query = query.where(AuditEvent.at >= since)
