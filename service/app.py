@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, r
             RetryPolicy(timedelta(seconds=settings.webhook_retry_base_s), timedelta(seconds=settings.webhook_retry_max_s),
                         settings.webhook_max_attempts),
             settings.webhook_timeout_s, settings.webhook_poll_s,
+            on_attempt=lambda outcome: metrics.webhook_attempts.labels(outcome=outcome).inc(),
         )
         background = [
             asyncio.create_task(deliverer.run()),
@@ -133,6 +134,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, r
         lifespan=lifespan,
     )
     app.state.ready = False
+    # Counted at each scrape from whichever store the app has open (a restarted app opens a new one).
+    metrics.watch_review(lambda: app.state.review.count_by_status())
     app.state.scoring_requests = 0  # in progress now, body reading included (max_concurrent_requests)
     if settings.api_key_list:
         # Inside CORS (a browser's preflight carries no key) and metrics; before routing and any body read.

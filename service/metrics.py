@@ -6,7 +6,9 @@ apps in one process (the tests) never collide and /metrics shows exactly this se
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,14 +20,19 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flexguard.models.metadata import ModelInfo
 
 from .errors import CODES, ErrorCode
 
+logger = logging.getLogger(__name__)
 PREFIX = "flexguard"
 DECISIONS = ("allow", "review", "block")
+SUBMISSION_STATUSES = ("cleared", "pending", "approved", "rejected")
+WEBHOOK_OUTCOMES = ("delivered", "retried", "gave_up")
 # Seconds; a 64-photo request on a small machine takes seconds, a single photo tens of milliseconds.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -74,15 +81,25 @@ class Metrics:
         self.inference = Histogram(
             f"{PREFIX}_inference_duration_seconds", "Duration of one onnxruntime call", buckets=INFERENCE_BUCKETS, registry=r
         )
+        self.webhook_attempts = Counter(
+            f"{PREFIX}_webhook_attempts", "Webhook delivery attempts by outcome: delivered, retried later, gave up",
+            ["outcome"], registry=r,
+        )
         # Every label value exists from the start, so a rate() over a quiet period reads 0, not "no data".
         for decision in DECISIONS:
             self.decisions.labels(decision=decision)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_attempts.labels(outcome=outcome)
         for code in CODES:
             if code not in _NOT_INPUT_REJECTIONS:
                 self.rejected.labels(reason=code)
 
     def set_model(self, info: ModelInfo) -> None:
         self.model.info({"name": info.name, "version": info.version})
+
+    def watch_review(self, count_by_status: Callable[[], dict[str, int]]) -> None:
+        """Report the review database's submissions by status (the pending queue's length) at each scrape."""
+        self.registry.register(_SubmissionCounts(count_by_status))
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -91,6 +108,26 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _SubmissionCounts(Collector):
+    """Read from the database when scraped, so every replica reports the same, current numbers."""
+
+    def __init__(self, count_by_status: Callable[[], dict[str, int]]):
+        self.count_by_status = count_by_status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_review_submissions", "Supervisor-review submissions by status (pending: the queue)", labels=["status"]
+        )
+        try:
+            counts = self.count_by_status()
+        except Exception:  # the database is away: leave the series out of this scrape, keep the others
+            logger.warning("cannot count review submissions for /metrics", exc_info=True)
+            return
+        for status in SUBMISSION_STATUSES:
+            family.add_metric([status], counts.get(status, 0))
+        yield family
 
 
 class MetricsMiddleware:

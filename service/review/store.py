@@ -360,6 +360,12 @@ class ReviewStore:
             rows = session.scalars(query.order_by(order, Submission.id).limit(limit).offset(offset)).all()
             return [_submission_out(session, row) for row in rows], total or 0
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many submissions there are in each status, over every unit (for the metrics)."""
+        with self._read() as session:
+            rows = session.execute(select(Submission.status, func.count()).group_by(Submission.status))
+            return {status: total for status, total in rows}
+
     def get(self, actor: Principal, submission_id: str) -> SubmissionOut:
         with self._read() as session:
             return _submission_out(session, self._visible(session, actor, submission_id))

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 import httpx
 from starlette.concurrency import run_in_threadpool
@@ -75,8 +76,10 @@ def verify(secret: str, header: str, body: str, tolerance_s: float, now: float |
 class Deliverer:
     """Sends due deliveries every ``poll_s`` seconds until ``stop``."""
 
-    def __init__(self, store: ReviewStore, policy: RetryPolicy, timeout_s: float, poll_s: float):
+    def __init__(self, store: ReviewStore, policy: RetryPolicy, timeout_s: float, poll_s: float,
+                 on_attempt: Callable[[str], None] = lambda outcome: None):
         self.store = store
+        self.on_attempt = on_attempt  # told "delivered", "retried" or "gave_up" after each attempt
         self.policy = policy
         self.poll_s = poll_s
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False,
@@ -115,6 +118,7 @@ class Deliverer:
         if error is not None:
             logger.warning("webhook delivery %d to %s failed (attempt %d): %s", job.id, job.url, job.attempts + 1, error)
         await run_in_threadpool(self.store.record_delivery, job, status, error, retry_at)
+        self.on_attempt("delivered" if error is None else "retried" if retry_at is not None else "gave_up")
 
     async def aclose(self) -> None:
         await self._client.aclose()
