@@ -337,6 +337,7 @@ def test_a_webhook_that_never_answers_is_given_up_and_recorded(world, tiny_model
                 break
             threading.Event().wait(0.02)
         assert delivery["gave_up_at"] and delivery["attempts"] == 3 and delivery["last_status"] == 500
+        assert delivery["last_error"] == "HTTP 500"  # the status only: never the receiver's answer
         assert len(receiver.received) == 3
         assert "webhook_failed" in actions(world, sid)
 

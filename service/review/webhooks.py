@@ -38,8 +38,6 @@ DELIVERY_HEADER = "X-Flexguard-Delivery"
 SIGNATURE_VERSION = "v1"
 # Deliveries sent per round; more wait for the next round, a poll interval later.
 BATCH = 20
-# The receiver's error text kept on the delivery: enough to diagnose, bounded in the database.
-MAX_ERROR_CHARS = 500
 _SUCCESS = range(200, 300)
 
 
@@ -110,9 +108,11 @@ class Deliverer:
         try:
             response = await self._client.post(job.url, content=job.body.encode(), headers=headers)
             status = response.status_code
-            error = None if status in _SUCCESS else f"HTTP {status}: {response.text[:MAX_ERROR_CHARS]}"
+            # The status only, never the receiver's body: the submitter reads this record, and the URL is
+            # theirs to choose, so echoing bodies would let a key read pages it could only point at.
+            error = None if status in _SUCCESS else f"HTTP {status}"
         except httpx.HTTPError as failure:
-            error = f"{type(failure).__name__}: {failure}"[:MAX_ERROR_CHARS]
+            error = type(failure).__name__  # ConnectError, ReadTimeout, ...: what went wrong, not what was there
         delay = None if error is None else self.policy.next_delay(job.attempts + 1)
         retry_at = utcnow() + delay if delay is not None else None
         if error is not None:
