@@ -1,7 +1,8 @@
 """The pages: static, offline (no build step, no CDN): the try-it page at ``/``, the reviewer page at ``/review``.
 
 ``index.html`` loads ``/static/app.js`` and ``/static/style.css``, ``review.html`` loads
-``/static/review.js`` and the same style sheet; all of them are package data read
+``/static/review.js`` and the same style sheet; both pages load ``/static/common.js`` first, the helpers
+their scripts share (no build step, so no bundler to share them otherwise). All of them are package data read
 with importlib.resources, so the page works from an installed wheel as well as from the checkout.
 The Content-Security-Policy keeps the page to this origin: scripts, styles and requests go only
 to this service, and photos are shown from local ``blob:`` URLs, never uploaded anywhere else.
@@ -19,6 +20,7 @@ STATIC = files(__package__).joinpath("static")
 
 # The only files served, with their content types; nothing else under static/ is reachable.
 ASSETS: dict[str, str] = {
+    "common.js": "text/javascript; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "review.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",

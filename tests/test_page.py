@@ -1,61 +1,40 @@
-"""The try-it page in a real browser: Debian's chromium driven by Playwright, against a real uvicorn.
-
-Never `playwright install` (it downloads a browser, and this machine is offline): `make test` installs
-Debian's chromium (`make system-deps`), and the tests launch /usr/bin/chromium directly.
+"""The try-it page in a real browser: Debian's chromium driven by Playwright (tests/browser.py), against a
+real uvicorn.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium (as root)",
-                allow_module_level=True)
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the test extra declares playwright
-    pytest.skip("the playwright package is missing: pip install -e '.[test]'", allow_module_level=True)
+from browser import require_chromium
 
-import uvicorn  # noqa: E402
+require_chromium()
 
-from flexguard.service.app import create_app  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
+
+# The fixtures are used by their names (browser, page, problems), not as imported.
+from browser import PHONE, browser_fixture, opened_page, page_fixture, problems_fixture, rect  # noqa: E402, F401
 from flexguard.service.settings import Settings  # noqa: E402
-
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 10_000
+from live_server import serving  # noqa: E402
+from review_world import grey_photo as grey_png  # noqa: E402
+from review_world import red_photo as red_png  # noqa: E402
 
 # A red "car" on a grey street: the tiny model (tests/conftest.py) scores red high on luxury_car, and
 # the evidence box covers only part of the photo. A plain grey photo scores low on everything.
 RED_SIZE = (480, 320)
 RED_RECT = (24, 60, 300, 290)
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+GREY_SIZE = (300, 400)  # portrait, unlike the red one
 
 
 def red_photo() -> dict:
-    image = Image.new("RGB", RED_SIZE, (128, 128, 128))
-    ImageDraw.Draw(image).rectangle(RED_RECT, fill=(255, 0, 0))
-    return {"name": "merah.png", "mimeType": "image/png", "buffer": _png(image)}
+    return {"name": "merah.png", "mimeType": "image/png", "buffer": red_png(RED_SIZE, RED_RECT)}
 
 
 def grey_photo() -> dict:
-    return {"name": "abu-abu.png", "mimeType": "image/png", "buffer": _png(Image.new("RGB", (300, 400), (128, 128, 128)))}
+    return {"name": "abu-abu.png", "mimeType": "image/png", "buffer": grey_png(GREY_SIZE)}
 
 
 def broken_photo() -> dict:
@@ -66,48 +45,8 @@ def broken_photo() -> dict:
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model_path: Path):
-    app = create_app(Settings(model_path=tiny_model_path))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def problems() -> list[str]:
-    """JavaScript exceptions and Content-Security-Policy refusals seen by the page: must stay empty."""
-    return []
-
-
-@pytest.fixture
-def page(browser: Browser, base_url: str, problems: list[str]):
-    context = browser.new_context(base_url=base_url, viewport={"width": 1200, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
-    page.on("console", lambda m: problems.append(f"console: {m.text}")
-            if m.type == "error" and ("Content Security Policy" in m.text or "Refused" in m.text) else None)
-    yield page
-    context.close()
+    with serving(Settings(model_path=tiny_model_path)) as (base, _app):
+        yield base
 
 
 def cards(page: Page):
@@ -123,12 +62,6 @@ def choose(page: Page, photos: list[dict]) -> dict:
     return answer.value.json()
 
 
-def rect(locator) -> dict:
-    box = locator.bounding_box()
-    assert box is not None, "element is not rendered"
-    return box
-
-
 # ---- tests ----
 
 def test_static_files_are_served_with_their_types(page: Page, base_url: str):
@@ -136,7 +69,7 @@ def test_static_files_are_served_with_their_types(page: Page, base_url: str):
     assert index.status == 200
     assert index.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in index.headers["content-security-policy"]
-    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+    for name, kind in (("common.js", "text/javascript"), ("app.js", "text/javascript"), ("style.css", "text/css")):
         response = page.request.get(f"/static/{name}")
         assert response.status == 200 and response.headers["content-type"].startswith(kind)
     for name in ("index.html", "nope.js", "..%2Fpage.py"):
@@ -238,12 +171,8 @@ def test_broken_file_shows_an_error_entry(page: Page, problems: list[str], tmp_p
     assert not problems
 
 
-def test_keyboard_picks_photos_on_a_phone(browser: Browser, base_url: str, tmp_path: Path):
-    context = browser.new_context(base_url=base_url, viewport={"width": 375, "height": 740}, is_mobile=True,
-                                  has_touch=True, device_scale_factor=2)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    try:
+def test_keyboard_picks_photos_on_a_phone(browser: Browser, base_url: str, problems: list[str], tmp_path: Path):
+    with opened_page(browser, base_url, problems, **PHONE) as page:
         page.goto("/")
         for _ in range(6):
             page.keyboard.press("Tab")
@@ -261,8 +190,7 @@ def test_keyboard_picks_photos_on_a_phone(browser: Browser, base_url: str, tmp_p
         img, card = rect(cards(page).first.locator("img")), rect(cards(page).first)
         assert img["x"] >= card["x"] and img["x"] + img["width"] <= card["x"] + card["width"]
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
-    finally:
-        context.close()
+    assert not problems
 
 
 def test_api_key_is_sent_and_401_is_explained(page: Page, problems: list[str]):

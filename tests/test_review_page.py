@@ -1,9 +1,7 @@
-"""The reviewer page in a real browser: Debian's chromium driven by Playwright, against a real uvicorn and a
-SQLite review database with two units (tests/review_world.py).
+"""The reviewer page in a real browser: Debian's chromium driven by Playwright (tests/browser.py), against a
+real uvicorn and a SQLite review database with two units (tests/review_world.py).
 
-Never `playwright install` (it downloads a browser, and this machine is offline): `make test` installs
-Debian's chromium (`make system-deps`), and the tests launch /usr/bin/chromium directly. One server,
-one database and one browser serve the whole module; each test sends its own posts, under its own
+One server, one database and one browser serve the whole module; each test sends its own posts, under its own
 account names, and finds them by those names.
 """
 
@@ -15,28 +13,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium (as root)",
-                allow_module_level=True)
-try:
-    from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the test extra declares playwright
-    pytest.skip("the playwright package is missing: pip install -e '.[test]'", allow_module_level=True)
+from browser import require_chromium
 
+require_chromium()
+
+from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
+
+# The fixtures are used by their names (browser, page, problems), not as imported.
+from browser import PHONE, browser_fixture, opened_page, page_fixture, problems_fixture, rect  # noqa: E402, F401
 from flexguard.service.review.store import Principal  # noqa: E402
 from flexguard.service.review.tables import Role  # noqa: E402
 
 from live_server import serving  # noqa: E402
 from review_world import World, grey_photo, headers, make_world, photo_files, red_photo  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 10_000
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 375, "height": 740}
 PIXELS = 1.5  # how far a drawn box may be from where the fractions put it (borders, rounding)
 RED_SIZE = (480, 320)  # review_world.red_photo()'s default size
 UNIT, OTHER_UNIT = "dinkes", "bappeda"
@@ -53,37 +43,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 def base_url(world: World, tiny_model_path: Path):
     with serving(world.settings(tiny_model_path)) as (base, _app):
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def problems() -> list[str]:
-    """JavaScript exceptions and Content-Security-Policy refusals seen by the page: must stay empty."""
-    return []
-
-
-def new_page(browser: Browser, base_url: str, problems: list[str], **options) -> Page:
-    context = browser.new_context(base_url=base_url, **options)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
-    page.on("console", lambda m: problems.append(f"console: {m.text}")
-            if m.type == "error" and ("Content Security Policy" in m.text or "Refused" in m.text) else None)
-    return page
-
-
-@pytest.fixture
-def page(browser: Browser, base_url: str, problems: list[str]):
-    page = new_page(browser, base_url, problems, viewport=DESKTOP)
-    yield page
-    page.context.close()
 
 
 # ---- helpers ----
@@ -130,12 +89,6 @@ def open_submission(page: Page, account: str) -> Locator:
 
 def photo_card(detail: Locator, position: int) -> Locator:
     return detail.locator(f'#photos > li[data-position="{position}"]')
-
-
-def rect(locator: Locator) -> dict:
-    box = locator.bounding_box()
-    assert box is not None, "element is not rendered"
-    return box
 
 
 # ---- tests ----
@@ -334,8 +287,7 @@ def test_a_decision_made_meanwhile_is_reported(page: Page, problems: list[str], 
 
 def test_fits_a_phone(browser: Browser, base_url: str, world: World, problems: list[str], tmp_path: Path):
     submit(base_url, world, "@dinkes.ponsel", "Dilihat dari ponsel " * 20, red_photo())
-    page = new_page(browser, base_url, problems, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
-    try:
+    with opened_page(browser, base_url, problems, **PHONE) as page:
         sign_in(page, world.review[UNIT])
         detail = open_submission(page, "@dinkes.ponsel")
         # Nothing sticks out sideways, and the photo stays inside its card.
@@ -343,6 +295,4 @@ def test_fits_a_phone(browser: Browser, base_url: str, world: World, problems: l
         card, image = rect(photo_card(detail, 0)), rect(photo_card(detail, 0).locator("img"))
         assert image["x"] >= card["x"] and image["x"] + image["width"] <= card["x"] + card["width"]
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
-    finally:
-        page.context.close()
     assert not problems

@@ -1,12 +1,12 @@
 // flexguard try-it page. No build step, no dependencies; the page talks only to this service.
+// common.js (loaded first) gives the helpers shared with the reviewer page.
 "use strict";
 
 (() => {
-  // Every UI string, in both languages. Category names are not here: they come from the response.
-  const STRINGS = {
+  // The try-it page's UI strings, in both languages; withSharedStrings adds those the reviewer page uses too.
+  // Category names are not here: they come from the response.
+  const STRINGS = window.flexguard.withSharedStrings({
     id: {
-      langName: "Bahasa Indonesia",
-      locale: "id-ID",
       skip: "Langsung ke hasil",
       lead: "Periksa foto sebelum diunggah: flexguard menilai apakah foto memamerkan kemewahan.",
       privacy: "Foto tidak disimpan. Foto hanya dikirim ke layanan ini untuk dinilai lalu dibuang; " +
@@ -22,15 +22,11 @@
       done: (n, failed) => failed
         ? `Selesai: ${n - failed} dari ${n} foto dinilai, ${failed} tidak dapat dinilai.`
         : `Selesai: ${n} foto dinilai.`,
-      risk: "Risiko",
-      decisions: { allow: "Aman", review: "Perlu ditinjau", block: "Jangan diunggah" },
       decisionHelp: {
         allow: "Tidak terlihat tanda pamer kemewahan.",
         review: "Mungkin menampilkan kemewahan. Periksa lagi sebelum diunggah.",
         block: "Foto ini menampilkan kemewahan. Sebaiknya tidak diunggah.",
       },
-      categories: "Kategori",
-      evidence: "Kotak pada foto menandai:",
       photoAlt: (name) => `Foto ${name}`,
       noPreview: "Pratinjau tidak tersedia di peramban ini.",
       photoFailed: "Foto ini tidak dapat dinilai.",
@@ -41,14 +37,9 @@
       },
       serviceSays: "Pesan layanan:",
       unauthorized: "Kunci API diperlukan atau salah (401). Isi kolom Kunci API di atas, lalu pilih foto lagi.",
-      refused: (status, detail) => `Permintaan ditolak (${status}): ${detail}`,
-      network: "Layanan tidak dapat dihubungi. Periksa koneksi, lalu coba lagi.",
-      badResponse: "Jawaban layanan tidak dapat dibaca.",
       model: (name, version) => `Model: ${name} ${version}`,
     },
     en: {
-      langName: "English",
-      locale: "en-GB",
       skip: "Skip to results",
       lead: "Check photos before you post them: flexguard scores whether a photo shows off wealth.",
       privacy: "Photos are not stored. They are sent only to this service to be scored, then discarded; " +
@@ -64,15 +55,11 @@
       done: (n, failed) => failed
         ? `Done: ${n - failed} of ${n} photos scored, ${failed} could not be scored.`
         : `Done: ${n} ${n === 1 ? "photo" : "photos"} scored.`,
-      risk: "Risk",
-      decisions: { allow: "Allow", review: "Needs review", block: "Block" },
       decisionHelp: {
         allow: "No sign of displayed wealth.",
         review: "May show wealth. Check again before posting.",
         block: "This photo shows wealth. Better not to post it.",
       },
-      categories: "Categories",
-      evidence: "Boxes on the photo mark:",
       photoAlt: (name) => `Photo ${name}`,
       noPreview: "No preview in this browser.",
       photoFailed: "This photo could not be scored.",
@@ -84,26 +71,14 @@
       serviceSays: "The service says:",
       unauthorized: "An API key is needed, or the one given is wrong (401). Enter it in the API key field above, " +
         "then choose the photos again.",
-      refused: (status, detail) => `The request was refused (${status}): ${detail}`,
-      network: "Could not reach the service. Check the connection and try again.",
-      badResponse: "The service's answer could not be read.",
       model: (name, version) => `Model: ${name} ${version}`,
     },
-  };
+  });
 
   const KEY_STORE = "flexguard.apiKey"; // sessionStorage only: gone when the tab closes
-  const LANG_STORE = "flexguard.lang";
-  const $ = (id) => document.getElementById(id);
-  const el = (tag, props = {}, ...children) => {
-    const node = Object.assign(document.createElement(tag), props);
-    node.append(...children.filter((c) => c !== null && c !== undefined));
-    return node;
-  };
-  const storage = (kind) => {
-    try { return window[kind]; } catch { return null; } // blocked storage must not break the page
-  };
+  const { $, el, storage, clamp, decisionOf } = window.flexguard;
 
-  let lang = storage("localStorage")?.getItem(LANG_STORE) === "en" ? "en" : "id";
+  let lang = window.flexguard.savedLanguage();
   let items = []; // [{file, url, result}] for the current selection; result undefined while pending
   let model = null;
   let request = 0; // answers to an older selection are dropped
@@ -111,21 +86,12 @@
   let statusText = null; // likewise
 
   const t = () => STRINGS[lang];
-  const pct = (x) => new Intl.NumberFormat(t().locale, { style: "percent", maximumFractionDigits: 0 }).format(x);
-  const clamp = (x) => Math.min(1, Math.max(0, Number(x) || 0));
-  const categoryName = (result, id) => {
-    const category = (result.categories || []).find((c) => c.id === id);
-    return category ? (lang === "id" ? category.name_id : category.name_en) : id;
-  };
+  const pct = (x) => window.flexguard.pct(x, t().locale);
+  const nameIn = (result) => (id) => window.flexguard.categoryName(result, id, lang);
 
   // ---- static text and language ----
   function applyLanguage() {
-    document.documentElement.lang = lang;
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t()[node.dataset.i18n];
-    const other = lang === "id" ? "en" : "id";
-    const button = $("lang");
-    button.textContent = STRINGS[other].langName;
-    button.lang = other;
+    window.flexguard.showLanguage(STRINGS, lang);
     $("model").textContent = model ? t().model(model.name, model.version) : "";
     showAlert(alertText);
     showStatus(statusText);
@@ -155,21 +121,7 @@
     }, { once: true });
     frame.append(img);
     const result = item.result;
-    if (result && result.ok) {
-      for (const evidence of result.evidence || []) {
-        const [left, top, right, bottom] = (evidence.box || []).map(clamp);
-        if (!(right > left && bottom > top)) continue;
-        const box = el("div", { className: "box" },
-          el("span", { className: "box-label" }, `${categoryName(result, evidence.category)} ${pct(evidence.score)}`));
-        box.dataset.category = evidence.category;
-        box.setAttribute("aria-hidden", "true"); // described in text in the figcaption
-        Object.assign(box.style, {
-          left: `${left * 100}%`, top: `${top * 100}%`,
-          width: `${(right - left) * 100}%`, height: `${(bottom - top) * 100}%`,
-        });
-        frame.append(box);
-      }
-    }
+    if (result && result.ok) window.flexguard.drawEvidence(frame, result.evidence, nameIn(result), t().locale);
     return frame;
   }
 
@@ -193,35 +145,18 @@
       return li;
     }
 
-    const decision = ["allow", "review", "block"].includes(result.decision) ? result.decision : "review";
+    const decision = decisionOf(result.decision);
     li.classList.add(`decision-${decision}`);
     li.dataset.decision = decision;
 
-    if ((result.evidence || []).length) {
-      figure.append(el("figcaption", {}, `${t().evidence} ` +
-        result.evidence.map((e) => `${categoryName(result, e.category)} (${pct(e.score)})`).join(", ")));
-    }
+    window.flexguard.captionEvidence(figure, result.evidence, t().evidence, nameIn(result), t().locale);
 
     li.append(el("div", { className: "verdict" },
       el("p", { className: "decision" }, t().decisions[decision]),
       el("p", { className: "risk" }, `${t().risk}: ${pct(clamp(result.risk))}`),
       el("p", { className: "decision-help" }, t().decisionHelp[decision])));
 
-    const flagged = new Set((result.evidence || []).map((e) => e.category));
-    const bars = el("ul", { className: "bars" });
-    for (const category of [...(result.categories || [])].sort((a, b) => b.score - a.score)) {
-      const score = clamp(category.score);
-      const fill = el("span", { className: "bar-fill" });
-      fill.style.width = `${score * 100}%`;
-      const bar = el("li", { className: flagged.has(category.id) ? "bar flagged" : "bar" },
-        el("span", { className: "bar-name" }, lang === "id" ? category.name_id : category.name_en),
-        el("span", { className: "bar-value" }, pct(score)),
-        el("span", { className: "bar-track" }, fill));
-      bar.lastChild.setAttribute("aria-hidden", "true"); // the percentage is already in the text
-      bar.dataset.category = category.id;
-      bars.append(bar);
-    }
-    li.append(el("h4", {}, t().categories), bars);
+    li.append(el("h4", {}, t().categories), window.flexguard.categoryBars(result, lang, t().locale));
     return li;
   }
 
@@ -323,8 +258,7 @@
     });
 
     $("lang").addEventListener("click", () => {
-      lang = lang === "id" ? "en" : "id";
-      storage("localStorage")?.setItem(LANG_STORE, lang);
+      lang = window.flexguard.switchLanguage(lang);
       const results = $("results");
       results.setAttribute("aria-live", "off"); // a language switch is not news
       applyLanguage();

@@ -1,13 +1,13 @@
 // flexguard reviewer page: a unit head's queue of pending posts, and approve/reject. No build step, no
 // dependencies; the page talks only to this service, with the reviewer's key on every request.
+// common.js (loaded first) gives the helpers shared with the try-it page.
 "use strict";
 
 (() => {
-  // Every UI string, in both languages. Category names are not here: they come from the response.
-  const STRINGS = {
+  // The reviewer page's UI strings, in both languages; withSharedStrings adds those the try-it page uses too.
+  // Category names are not here: they come from the response.
+  const STRINGS = window.flexguard.withSharedStrings({
     id: {
-      langName: "Bahasa Indonesia",
-      locale: "id-ID",
       skip: "Langsung ke antrean",
       title: "Tinjauan atasan",
       lead: "Putuskan unggahan unit Anda yang ditandai flexguard: lihat fotonya, lalu setujui atau tolak.",
@@ -28,16 +28,12 @@
       photosTitle: "Foto",
       facts: { status: "Status", unit: "Unit", created: "Diajukan", risk: "Risiko", model: "Model" },
       statuses: { cleared: "Lolos otomatis", pending: "Menunggu keputusan", approved: "Disetujui", rejected: "Ditolak" },
-      decisions: { allow: "Aman", review: "Perlu ditinjau", block: "Jangan diunggah" },
       photoTitle: (n) => `Foto ${n}`,
       photoAlt: (n, account) => `Foto ${n} dari unggahan ${account}`,
       photoLoading: "Memuat foto…",
       photoNotStored: "Foto ini tidak disimpan: hanya foto yang ditandai yang disimpan untuk peninjau.",
       photoPurged: "Foto sudah dihapus setelah keputusan.",
       photoFailed: "Foto tidak dapat dimuat.",
-      risk: "Risiko",
-      categories: "Kategori",
-      evidence: "Kotak pada foto menandai:",
       commentLabel: "Komentar",
       commentHelp: "Boleh kosong untuk menyetujui; wajib diisi untuk menolak.",
       commentRequired: "Tulis alasan penolakan di kolom Komentar.",
@@ -52,14 +48,9 @@
       forbidden: (detail) => `Kunci ini tidak berhak melakukannya (403): ${detail}`,
       notFound: (detail) => `Pengajuan tidak ditemukan (404): ${detail}`,
       conflict: (detail) => `Pengajuan ini sudah diputuskan oleh peninjau lain. Pesan layanan: ${detail}`,
-      refused: (status, detail) => `Permintaan ditolak (${status}): ${detail}`,
-      network: "Layanan tidak dapat dihubungi. Periksa koneksi, lalu coba lagi.",
-      badResponse: "Jawaban layanan tidak dapat dibaca.",
       tryPage: "Halaman uji foto",
     },
     en: {
-      langName: "English",
-      locale: "en-GB",
       skip: "Skip to the queue",
       title: "Supervisor review",
       lead: "Decide your unit's posts that flexguard flagged: look at the photos, then approve or reject.",
@@ -80,16 +71,12 @@
       photosTitle: "Photos",
       facts: { status: "Status", unit: "Unit", created: "Submitted", risk: "Risk", model: "Model" },
       statuses: { cleared: "Cleared at once", pending: "Waiting for a decision", approved: "Approved", rejected: "Rejected" },
-      decisions: { allow: "Allow", review: "Needs review", block: "Block" },
       photoTitle: (n) => `Photo ${n}`,
       photoAlt: (n, account) => `Photo ${n} of the post by ${account}`,
       photoLoading: "Loading the photo…",
       photoNotStored: "This photo is not stored: only flagged photos are kept for reviewers.",
       photoPurged: "The photo was deleted after the decision.",
       photoFailed: "The photo could not be loaded.",
-      risk: "Risk",
-      categories: "Categories",
-      evidence: "Boxes on the photo mark:",
       commentLabel: "Comment",
       commentHelp: "May be empty to approve; required to reject.",
       commentRequired: "Say why you reject it in the Comment field.",
@@ -104,30 +91,16 @@
       forbidden: (detail) => `This key may not do that (403): ${detail}`,
       notFound: (detail) => `Submission not found (404): ${detail}`,
       conflict: (detail) => `Another reviewer has already decided this submission. The service says: ${detail}`,
-      refused: (status, detail) => `The request was refused (${status}): ${detail}`,
-      network: "Could not reach the service. Check the connection and try again.",
-      badResponse: "The service's answer could not be read.",
       tryPage: "Photo check page",
     },
-  };
+  });
 
   const KEY_STORE = "flexguard.reviewKey"; // sessionStorage only: gone when the tab closes
-  const LANG_STORE = "flexguard.lang"; // shared with the try-it page: one language choice per browser
   const PAGE_SIZE = 50; // the API's default page
-  const DECISIONS = ["allow", "review", "block"];
   const HTTP = { unauthorized: 401, forbidden: 403, notFound: 404, conflict: 409 };
+  const { $, el, storage, clamp, decisionOf } = window.flexguard;
 
-  const $ = (id) => document.getElementById(id);
-  const el = (tag, props = {}, ...children) => {
-    const node = Object.assign(document.createElement(tag), props);
-    node.append(...children.filter((c) => c !== null && c !== undefined));
-    return node;
-  };
-  const storage = (kind) => {
-    try { return window[kind]; } catch { return null; } // blocked storage must not break the page
-  };
-
-  let lang = storage("localStorage")?.getItem(LANG_STORE) === "en" ? "en" : "id";
+  let lang = window.flexguard.savedLanguage();
   let key = "";
   let queue = null; // the last page of the pending list: {submissions, total}; null when signed out
   let offset = 0;
@@ -142,17 +115,13 @@
   const messages = { status: null, alert: null, "decide-alert": null };
 
   const t = () => STRINGS[lang];
-  const pct = (x) => new Intl.NumberFormat(t().locale, { style: "percent", maximumFractionDigits: 0 }).format(x);
-  const clamp = (x) => Math.min(1, Math.max(0, Number(x) || 0));
+  const pct = (x) => window.flexguard.pct(x, t().locale);
   const when = (iso) => {
     const date = new Date(iso);
     return Number.isNaN(date.getTime()) ? String(iso)
       : new Intl.DateTimeFormat(t().locale, { dateStyle: "medium", timeStyle: "short" }).format(date);
   };
-  const categoryName = (photo, id) => {
-    const category = (photo.categories || []).find((c) => c.id === id);
-    return category ? (lang === "id" ? category.name_id : category.name_en) : id;
-  };
+  const nameIn = (photo) => (id) => window.flexguard.categoryName(photo, id, lang);
 
   // ---- messages ----
   function say(id, text) {
@@ -363,51 +332,21 @@
       if (size.width && size.height) placeholder.style.aspectRatio = `${size.width} / ${size.height}`;
       frame.append(placeholder);
     }
-    // Boxes are fractions of the photo as displayed, and the frame shrinks to the photo: percentages fit.
-    for (const evidence of photo.evidence || []) {
-      const [left, top, right, bottom] = (evidence.box || []).map(clamp);
-      if (!(right > left && bottom > top)) continue;
-      const box = el("div", { className: "box" },
-        el("span", { className: "box-label" }, `${categoryName(photo, evidence.category)} ${pct(evidence.score)}`));
-      box.dataset.category = evidence.category;
-      box.setAttribute("aria-hidden", "true"); // described in text in the figcaption
-      Object.assign(box.style, {
-        left: `${left * 100}%`, top: `${top * 100}%`,
-        width: `${(right - left) * 100}%`, height: `${(bottom - top) * 100}%`,
-      });
-      frame.append(box);
-    }
+    window.flexguard.drawEvidence(frame, photo.evidence, nameIn(photo), t().locale);
     return frame;
   }
 
   function photoCard(photo) {
-    const decision = DECISIONS.includes(photo.decision) ? photo.decision : "review";
+    const decision = decisionOf(photo.decision);
     const figure = el("figure", { className: "photo" }, photoFrame(photo));
-    if ((photo.evidence || []).length) {
-      figure.append(el("figcaption", {}, `${t().evidence} ` +
-        photo.evidence.map((e) => `${categoryName(photo, e.category)} (${pct(e.score)})`).join(", ")));
-    }
+    window.flexguard.captionEvidence(figure, photo.evidence, t().evidence, nameIn(photo), t().locale);
     const li = el("li", { className: `card decision-${decision}` },
       el("h4", { className: "name" }, t().photoTitle(photo.position + 1)), figure,
       el("div", { className: "verdict" },
         el("p", { className: "decision" }, t().decisions[decision]),
         el("p", { className: "risk" }, `${t().risk}: ${pct(clamp(photo.risk))}`)));
     li.dataset.position = photo.position;
-
-    const flagged = new Set((photo.evidence || []).map((e) => e.category));
-    const bars = el("ul", { className: "bars" });
-    for (const category of [...(photo.categories || [])].sort((a, b) => b.score - a.score)) {
-      const fill = el("span", { className: "bar-fill" });
-      fill.style.width = `${clamp(category.score) * 100}%`;
-      const track = el("span", { className: "bar-track" }, fill);
-      track.setAttribute("aria-hidden", "true"); // the percentage is already in the text
-      const bar = el("li", { className: flagged.has(category.id) ? "bar flagged" : "bar" },
-        el("span", { className: "bar-name" }, lang === "id" ? category.name_id : category.name_en),
-        el("span", { className: "bar-value" }, pct(clamp(category.score))), track);
-      bar.dataset.category = category.id;
-      bars.append(bar);
-    }
-    li.append(el("h5", {}, t().categories), bars);
+    li.append(el("h5", {}, t().categories), window.flexguard.categoryBars(photo, lang, t().locale));
     return li;
   }
 
@@ -500,13 +439,8 @@
 
   // ---- static text and language ----
   function applyLanguage() {
-    document.documentElement.lang = lang;
+    window.flexguard.showLanguage(STRINGS, lang);
     document.title = `flexguard — ${t().title}`;
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t()[node.dataset.i18n];
-    const other = lang === "id" ? "en" : "id";
-    const button = $("lang");
-    button.textContent = STRINGS[other].langName;
-    button.lang = other;
     for (const [id, text] of Object.entries(messages)) say(id, text);
     renderQueue();
     renderDetail();
@@ -587,8 +521,7 @@
     });
 
     $("lang").addEventListener("click", () => {
-      lang = lang === "id" ? "en" : "id";
-      storage("localStorage")?.setItem(LANG_STORE, lang);
+      lang = window.flexguard.switchLanguage(lang);
       applyLanguage();
     });
 

@@ -1,0 +1,133 @@
+// flexguard: what the try-it page (app.js) and the reviewer page (review.js) share, written once so that
+// both pages build the DOM, word things, keep the language and show a photo's scores and evidence boxes
+// the same way.
+// No build step and no modules: each page loads this file first, and it exposes window.flexguard.
+"use strict";
+
+window.flexguard = (() => {
+  const LANG_STORE = "flexguard.lang"; // one language choice per browser, for both pages
+  const DECISIONS = ["allow", "review", "block"];
+
+  // The UI strings both pages use, in both languages; each page adds its own with withSharedStrings().
+  const SHARED_STRINGS = {
+    id: {
+      langName: "Bahasa Indonesia",
+      locale: "id-ID",
+      risk: "Risiko",
+      decisions: { allow: "Aman", review: "Perlu ditinjau", block: "Jangan diunggah" },
+      categories: "Kategori",
+      evidence: "Kotak pada foto menandai:",
+      refused: (status, detail) => `Permintaan ditolak (${status}): ${detail}`,
+      network: "Layanan tidak dapat dihubungi. Periksa koneksi, lalu coba lagi.",
+      badResponse: "Jawaban layanan tidak dapat dibaca.",
+    },
+    en: {
+      langName: "English",
+      locale: "en-GB",
+      risk: "Risk",
+      decisions: { allow: "Allow", review: "Needs review", block: "Block" },
+      categories: "Categories",
+      evidence: "Boxes on the photo mark:",
+      refused: (status, detail) => `The request was refused (${status}): ${detail}`,
+      network: "Could not reach the service. Check the connection and try again.",
+      badResponse: "The service's answer could not be read.",
+    },
+  };
+  const withSharedStrings = (own) => ({
+    id: { ...SHARED_STRINGS.id, ...own.id },
+    en: { ...SHARED_STRINGS.en, ...own.en },
+  });
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, props = {}, ...children) => {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  };
+  const storage = (kind) => {
+    try { return window[kind]; } catch { return null; } // blocked storage must not break the page
+  };
+
+  // Scores are fractions; the page shows them as whole percentages in the page's language.
+  const pct = (x, locale) => new Intl.NumberFormat(locale, { style: "percent", maximumFractionDigits: 0 }).format(x);
+  const clamp = (x) => Math.min(1, Math.max(0, Number(x) || 0));
+  // An unknown decision is shown as the cautious one.
+  const decisionOf = (decision) => (DECISIONS.includes(decision) ? decision : "review");
+  // `scored` is a photo's scores as the API gives them (a /v1/score result or a stored photo).
+  const categoryLabel = (category, lang) => (lang === "id" ? category.name_id : category.name_en);
+  const categoryName = (scored, id, lang) => {
+    const category = (scored.categories || []).find((c) => c.id === id);
+    return category ? categoryLabel(category, lang) : id;
+  };
+
+  // ---- the language: Bahasa Indonesia unless English was chosen ----
+  const savedLanguage = () => (storage("localStorage")?.getItem(LANG_STORE) === "en" ? "en" : "id");
+  const otherLanguage = (lang) => (lang === "id" ? "en" : "id");
+
+  // Switch to the other language, remember it, and return it.
+  function switchLanguage(lang) {
+    const next = otherLanguage(lang);
+    storage("localStorage")?.setItem(LANG_STORE, next);
+    return next;
+  }
+
+  // Put `strings[lang]` into every [data-i18n] node and label the language button with the other one.
+  function showLanguage(strings, lang) {
+    document.documentElement.lang = lang;
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = strings[lang][node.dataset.i18n];
+    const other = otherLanguage(lang);
+    const button = $("lang");
+    button.textContent = strings[other].langName;
+    button.lang = other;
+  }
+
+  // ---- a photo's scores ----
+  // Boxes are fractions of the photo as displayed, and the frame shrinks to the photo: percentages fit.
+  function drawEvidence(frame, evidenceList, nameOf, locale) {
+    for (const evidence of evidenceList || []) {
+      const [left, top, right, bottom] = (evidence.box || []).map(clamp);
+      if (!(right > left && bottom > top)) continue;
+      const box = el("div", { className: "box" },
+        el("span", { className: "box-label" }, `${nameOf(evidence.category)} ${pct(evidence.score, locale)}`));
+      box.dataset.category = evidence.category;
+      box.setAttribute("aria-hidden", "true"); // described in text in the figcaption
+      Object.assign(box.style, {
+        left: `${left * 100}%`, top: `${top * 100}%`,
+        width: `${(right - left) * 100}%`, height: `${(bottom - top) * 100}%`,
+      });
+      frame.append(box);
+    }
+  }
+
+  // The boxes in words, as the figure's caption; no caption when nothing was flagged.
+  function captionEvidence(figure, evidenceList, intro, nameOf, locale) {
+    if (!(evidenceList || []).length) return;
+    figure.append(el("figcaption", {}, `${intro} ` +
+      evidenceList.map((e) => `${nameOf(e.category)} (${pct(e.score, locale)})`).join(", ")));
+  }
+
+  // One bar per category, highest first; the flagged ones (with evidence) are marked.
+  function categoryBars(scored, lang, locale) {
+    const flagged = new Set((scored.evidence || []).map((e) => e.category));
+    const bars = el("ul", { className: "bars" });
+    for (const category of [...(scored.categories || [])].sort((a, b) => b.score - a.score)) {
+      const score = clamp(category.score);
+      const fill = el("span", { className: "bar-fill" });
+      fill.style.width = `${score * 100}%`;
+      const track = el("span", { className: "bar-track" }, fill);
+      track.setAttribute("aria-hidden", "true"); // the percentage is already in the text
+      const bar = el("li", { className: flagged.has(category.id) ? "bar flagged" : "bar" },
+        el("span", { className: "bar-name" }, categoryLabel(category, lang)),
+        el("span", { className: "bar-value" }, pct(score, locale)), track);
+      bar.dataset.category = category.id;
+      bars.append(bar);
+    }
+    return bars;
+  }
+
+  return Object.freeze({
+    $, el, storage, pct, clamp, decisionOf, categoryName,
+    withSharedStrings, savedLanguage, switchLanguage, showLanguage,
+    drawEvidence, captionEvidence, categoryBars,
+  });
+})();
