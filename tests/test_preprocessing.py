@@ -72,6 +72,15 @@ def test_normalize_uses_the_spec_mean_and_std():
     np.testing.assert_allclose(normalize(image, spec)[:, 0, 0], [10.0, 5.0, 5.0])
 
 
+def test_normalize_is_exactly_the_float32_formula_in_chw_order():
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    spec = PreprocessSpec(size=53, mean=(127.0, 120.5, 3.0), std=(128.0, 57.3, 0.7))
+    expected = ((pixels.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)).transpose(2, 0, 1)
+    tensor = normalize(Image.fromarray(pixels), spec)
+    assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
+    assert np.array_equal(tensor, expected)
+
+
 # --- letterbox and squash ----------------------------------------------------------------------
 
 
