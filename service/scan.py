@@ -26,8 +26,8 @@ from .scan_output import Journal, ScanParams, read_rows
 from .scan_rows import DECISIONS, FLAGGED, ModelIdentity, ScanError
 from .scan_walk import Walk
 
-# Measured on 2 cores: 4, 8 and 16 are within noise of each other end to end (docs/performance.md);
-# larger batches only cost memory and make rows arrive in bigger bursts.
+# Photos per request (--server) or per Ray actor call: enough to share each call's fixed costs; the
+# local engine uses LOCAL_BATCH_SIZE instead, for the reason given there.
 DEFAULT_BATCH_SIZE = 8
 ENGINES = ("local", "ray")
 # Without a terminal, one progress line this often is enough for a log and cheap to store.
