@@ -18,12 +18,19 @@ from typing import Callable, Iterator
 PURGE_HELP_DAYS = "days after the decision (default: FLEXGUARD_PHOTO_RETENTION_DAYS, 7)"
 
 
-def _database_url(args: argparse.Namespace) -> str:
-    if args.database:
-        return args.database
-    from flexguard.service.settings import get_settings
+def _settings():
+    from pydantic import ValidationError
 
-    return get_settings().database_url
+    from flexguard.service.settings import explain, get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as error:
+        raise _user_error(explain(error)) from None
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    return args.database or _settings().database_url
 
 
 def _store(args: argparse.Namespace, migrate_first: bool = True):
@@ -88,9 +95,7 @@ def _cmd_key_revoke(args: argparse.Namespace) -> None:
 
 
 def _cmd_purge(args: argparse.Namespace) -> None:
-    from flexguard.service.settings import get_settings
-
-    days = args.retention_days if args.retention_days is not None else get_settings().photo_retention_days
+    days = args.retention_days if args.retention_days is not None else _settings().photo_retention_days
     report = _store(args).purge(_operator(), timedelta(days=days))
     print(f"deleted {report.photos} photos of {report.submissions} submissions decided more than {days:g} days ago; "
           "their records and audit events stay")

@@ -99,3 +99,16 @@ def test_serve_refuses_an_unusable_database_in_one_line(tiny_model_path, capsys,
     err = capsys.readouterr().err
     assert err.startswith("flexguard serve: error: cannot open the review database") and err.count("\n") == 1
 
+
+
+def test_bad_settings_end_in_one_line(capsys, monkeypatch):
+    from flexguard.service.settings import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.setenv("FLEXGUARD_PHOTO_RETENTION_DAYS", "a week")
+    try:
+        assert main(["admin", "purge"]) == USAGE_ERROR
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FLEXGUARD_PHOTO_RETENTION_DAYS" in err, err
