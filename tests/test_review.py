@@ -414,3 +414,12 @@ def test_admins_manage_units_and_keys_over_http(world, client):
     assert [k["prefix"] for k in listed] == [key.json()["prefix"]]
     assert "key" not in listed[0]  # only the prefix is ever listed: the key is not stored
     assert client.get("/v1/submissions", headers=headers(key.json()["key"])).status_code == 200
+
+
+def test_webhook_retries_back_off_exponentially_up_to_a_cap_then_stop():
+    from flexguard.service.review.webhooks import RetryPolicy
+
+    policy = RetryPolicy(base=timedelta(seconds=30), max_delay=timedelta(hours=1), max_attempts=10)
+    delays = [policy.next_delay(attempts) for attempts in range(1, 11)]
+    assert [d.total_seconds() for d in delays[:-1]] == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+    assert delays[-1] is None  # the 10th failure is the last attempt
