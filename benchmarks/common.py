@@ -31,6 +31,7 @@ from PIL import Image
 
 from bench_scan import LARGE_SIZE, SMALL_SIZE, make_photo  # the colleague's generator, reused as is
 
+CLIENT_KEEPALIVE_S = 1.0  # under the service's keep-alive (see where it is used)
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "bench"
 PHOTOS = RUNS / "photos"
@@ -360,7 +361,9 @@ async def _load(url: str, bodies: Sequence[tuple[bytes, dict[str, str]]], concur
                 warmup: int, server_pid: int | None, on_progress=None) -> LoadResult:
     import httpx
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # A client must drop an idle connection before the server does (FLEXGUARD_KEEP_ALIVE_S, 5 s): with
+    # httpx's default of 5 s too, a request sent just as the server closes an idle connection is lost.
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=CLIENT_KEEPALIVE_S)
     timeout = httpx.Timeout(300.0)
     latencies: list[float] = []
     errors: list[str] = []

@@ -32,6 +32,7 @@ from PIL import Image
 
 from hardening_corpus import CASES, build_all
 
+CLIENT_KEEPALIVE_S = 1.0  # under the service's keep-alive (see where it is used)
 REQUESTS = int(os.environ.get("FLEXGUARD_LOAD_REQUESTS", "5000"))
 CONCURRENCY = 32
 WARM_UP = min(500, REQUESTS // 5)
@@ -179,7 +180,9 @@ async def drive(base: str, pid: int, count: int) -> dict:
                     rss["after_warm_up"] = rss_mb(pid)
                     warm.set()
 
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    # A client must drop an idle connection before the server does (FLEXGUARD_KEEP_ALIVE_S, 5 s): with
+    # httpx's default of 5 s too, a request sent just as the server closes an idle connection is lost.
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY, keepalive_expiry=CLIENT_KEEPALIVE_S)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
     rss["end"] = rss_mb(pid)
