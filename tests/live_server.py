@@ -18,6 +18,13 @@ TIMEOUT_S = 30.0
 READY_POLL_S = 0.02
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a server started as a separate process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.contextmanager
 def serving(settings: Settings) -> Iterator[tuple[str, object]]:
     """Yield (base URL, app) once ``/readyz`` answers 200; stop the server and check it stopped."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import pytest
 from PIL import Image
 
 from hardening_corpus import CASES, build_all
+
+from live_server import free_port
 
 CLIENT_KEEPALIVE_S = 1.0  # under the service's keep-alive (see where it is used)
 REQUESTS = int(os.environ.get("FLEXGUARD_LOAD_REQUESTS", "5000"))
@@ -50,12 +51,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def good_photos() -> list[tuple[bytes, str]]:

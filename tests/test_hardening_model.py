@@ -25,14 +25,10 @@ from flexguard.cli import main
 from flexguard.service.app import create_app
 from flexguard.service.settings import Settings
 
+from live_server import free_port
+
 TIMEOUT_S = 30.0
 USAGE_ERROR = 2
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "empty", "no_metadata"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,11 @@ from flexguard.service.review.tables import AuditEvent, PhotoBlob, Submission
 
 from review_world import headers, make_world, photo_files, red_photo
 
+from live_server import free_port
+
 CRASHING_SERVER = Path(__file__).with_name("crash_after_commit.py")
 START_TIMEOUT_S = 60.0
 POLL_S = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen:

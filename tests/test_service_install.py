@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ import pytest
 from flexguard.models import shipped_model_path
 from flexguard.service.engine import Engine
 from test_service_dockerfile import dockerfile_healthcheck
+
+from live_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +46,6 @@ def copy_project(target: Path) -> Path:
     for folder in {Path(d).parts[0] for d in pyproject["tool"]["setuptools"]["package-dir"].values()}:
         shutil.copytree(ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return target
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
