@@ -293,7 +293,9 @@ def flexguard_server(name: str, variant: str = "fp32", extra_env: dict[str, str]
     """``flexguard serve`` as deployed: default settings (no FLEXGUARD_* inherited), the shipped model of ``variant``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXGUARD_")}
-    env.update({"FLEXGUARD_MODEL_VARIANT": variant, "FLEXGUARD_HOST": "127.0.0.1", "FLEXGUARD_PORT": str(port)})
+    env.update({"FLEXGUARD_MODEL_VARIANT": variant, "FLEXGUARD_HOST": "127.0.0.1", "FLEXGUARD_PORT": str(port),
+                # The review database of a benchmark server lives with the runs, not in the checkout.
+                "FLEXGUARD_DATABASE_URL": f"sqlite:///{RUNS / 'review.db'}"})
     env.update(extra_env or {})
     return Server(name, [sys.executable, "-m", "flexguard", "serve"], port, env, "/readyz")
 
