@@ -272,8 +272,7 @@ class ReviewStore:
             else:
                 row.next_attempt_at = retry_at
                 return  # a retry is not a state change: it is recorded on the delivery, not audited
-            session.add(AuditEvent(at=now, action=action, actor=SERVICE_ACTOR, unit_id=submission.unit_id,
-                                   submission_id=submission.id, details=details))
+            _audit(session, Principal.service(), action, unit=submission.unit_id, submission=submission.id, details=details)
 
     # --- submissions ------------------------------------------------------------------------------
 
