@@ -13,7 +13,7 @@ from browser import require_chromium
 
 require_chromium()
 
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Browser, FileChooser, Page, expect  # noqa: E402
 
 # The fixtures are used by their names (browser, page, problems), not as imported.
 from browser import PHONE, browser_fixture, opened_page, page_fixture, problems_fixture, rect  # noqa: E402, F401
@@ -173,6 +173,13 @@ def test_broken_file_shows_an_error_entry(page: Page, problems: list[str], tmp_p
 
 def test_keyboard_picks_photos_on_a_phone(browser: Browser, base_url: str, problems: list[str], tmp_path: Path):
     with opened_page(browser, base_url, problems, **PHONE) as page:
+        # Playwright asks chromium to intercept file choosers when the first "filechooser" listener is
+        # added, without waiting for the answer: subscribing inside expect_file_chooser() right before the
+        # key press races it, and a chooser that headless chromium opens before interception is on
+        # never reaches the test (a 10 s timeout, seen once in CI). Subscribing before the page loads
+        # leaves the whole navigation for the subscription to land.
+        choosers: list[FileChooser] = []
+        page.on("filechooser", lambda chooser: choosers.append(chooser))
         page.goto("/")
         for _ in range(6):
             page.keyboard.press("Tab")
@@ -181,7 +188,7 @@ def test_keyboard_picks_photos_on_a_phone(browser: Browser, base_url: str, probl
         assert page.evaluate("document.activeElement.id") == "files", "the file picker is not reachable by Tab"
         with page.expect_file_chooser() as chooser:
             page.keyboard.press("Space")
-        assert chooser.value.is_multiple()
+        assert choosers == [chooser.value] and chooser.value.is_multiple()
         with page.expect_response("**/v1/score"):
             chooser.value.set_files([red_photo(), grey_photo()])
         expect(page.locator("#results > li.card:not(.pending)")).to_have_count(2)
