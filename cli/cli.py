@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flexguard import __version__
 
-from . import admin
+from . import admin, data
 
 USAGE_ERROR = 2
 
@@ -304,7 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(func=_cmd_import_folder)
 
     admin.add_parser(commands, _cmd_admin)
+    data.add_parser(commands, _cmd_data)
     return parser
+
+
+def _cmd_data(args: argparse.Namespace) -> None:
+    args.data_func(args)
 
 
 def _cmd_admin(args: argparse.Namespace) -> None:
