@@ -13,6 +13,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY cli ./cli
 COPY models ./models
+COPY inference ./inference
+COPY scan ./scan
 COPY service ./service
 # pyproject.toml's package list names these too; their torch imports only run in `flexguard train`.
 COPY training ./training
@@ -31,7 +33,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # build an image whose model is missing or lacks its metadata.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install "$(ls /wheels/*.whl)[postgres]" \
-    && python -c "from flexguard.models import shipped_model_path; from flexguard.service.engine import Engine; Engine(shipped_model_path())"
+    && python -c "from flexguard.models import shipped_model_path; from flexguard.inference.engine import Engine; Engine(shipped_model_path())"
 
 RUN useradd --create-home --uid 10001 flexguard && mkdir /data && chown flexguard /data
 USER flexguard

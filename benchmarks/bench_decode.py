@@ -29,7 +29,7 @@ from PIL import ImageOps
 import common
 from flexguard.models import shipped_model_path
 from flexguard.models.preprocessing import open_image, preprocess, to_rgb
-from flexguard.service.engine import Engine
+from flexguard.inference.engine import Engine
 
 DEFAULT_SECONDS = 1.5  # at least this long (and at least one pass over the set) per set, path and thread count
 SET_ORDER = ("jpeg-12mp", "heic-12mp", "jpeg-1080", "png-1080", "webp-1080", "heic-1080")

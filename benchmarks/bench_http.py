@@ -103,7 +103,7 @@ def main() -> None:
             servers[name] = {"kind": "flexguard", "variant": variant, "settings": "defaults (max batch 16, wait 5 ms, "
                              "threads and decode threads = cores)", "results": load_server(server, "flexguard", photo_sets, levels, args.scale)}
     if not args.no_spinning:
-        # The service as it was before service/engine.py turned onnxruntime's spinning off: same load.
+        # The service as it was before inference/engine.py turned onnxruntime's spinning off: same load.
         port = common.free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXGUARD_")}
         env.update({"FLEXGUARD_HOST": "127.0.0.1", "FLEXGUARD_PORT": str(port)})

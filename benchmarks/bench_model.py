@@ -21,7 +21,7 @@ import numpy as np
 
 import common
 from flexguard.models import SHIPPED_MODELS, shipped_model_path
-from flexguard.service.engine import Engine
+from flexguard.inference.engine import Engine
 
 BATCH_SIZES = (1, 8, 32)
 VARIANTS = tuple(SHIPPED_MODELS)  # fp32, int8

@@ -35,9 +35,9 @@ import PIL
 from PIL import Image, ImageDraw
 
 from flexguard.models import shipped_model_path
-from flexguard.service.engine import Engine
-from flexguard.service.scan import ScanOptions
-from flexguard.service.scan_local import MODEL_THREADS_PER_CALL
+from flexguard.inference.engine import Engine
+from flexguard.scan.runner import ScanOptions
+from flexguard.scan.local import MODEL_THREADS_PER_CALL
 
 SEED = 20240601
 LARGE_SIZE = (4032, 3024)  # a 12 MP phone photo

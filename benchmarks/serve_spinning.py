@@ -1,6 +1,6 @@
 """``flexguard serve`` with onnxruntime's intra-op spinning turned back on: the service before that fix.
 
-The engine turns spinning off (service/engine.py says why). bench_http.py runs this alongside the real
+The engine turns spinning off (inference/engine.py says why). bench_http.py runs this alongside the real
 service on the same load, so the effect of that one setting is measured in every benchmark run.
 """
 

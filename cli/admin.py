@@ -79,7 +79,8 @@ def _cmd_key_add(args: argparse.Namespace) -> None:
 
     created = _store(args).create_key(_operator(), Role(args.role), args.unit, args.label)
     print(created.key)
-    print(f"{created.role} key {created.prefix} for {created.unit or 'all units'}: shown this once, "
+    key = created.record
+    print(f"{key.role} key {key.prefix} for {key.unit or 'all units'}: shown this once, "
           "flexguard keeps only its digest", file=sys.stderr)
 
 
@@ -102,10 +103,9 @@ def _cmd_purge(args: argparse.Namespace) -> None:
 
 
 def _cmd_audit(args: argparse.Namespace) -> None:
-    from flexguard.service.review.api import audit_csv, audit_jsonl
+    from flexguard.service.review.audit_export import audit_lines
 
-    events = _store(args).audit_events(args.since, args.unit)
-    lines: Iterator[str] = audit_csv(events) if args.format == "csv" else audit_jsonl(events)
+    lines: Iterator[str] = audit_lines(_store(args).audit_events(args.since, args.unit), args.format)
     if args.out is None:
         sys.stdout.writelines(lines)
         return

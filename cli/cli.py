@@ -3,6 +3,9 @@
 Each subcommand imports its heavy dependencies only when it runs, so ``flexguard serve`` never loads
 torch and ``--help`` is instant. A user's mistake (missing file, bad manifest, bad model) ends with one
 line on stderr and exit status 2, never a traceback.
+
+Over 300 lines because every subcommand's arguments and help text are declared here, where
+``flexguard --help`` users and readers find them together; the work itself is in the packages.
 """
 
 from __future__ import annotations
@@ -37,15 +40,25 @@ def _require_training_extra() -> None:
         raise UserError("this command needs the training extra: pip install 'flexguard[train]'") from None
 
 
+def _require_eval_extra() -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UserError("this command needs the evaluation extra: pip install 'flexguard[eval]'") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     _require_training_extra()
+    from dataclasses import replace
+
+    from flexguard.training.backbone import INPUT_SPEC
     from flexguard.training.train import TrainConfig, train
 
     config = TrainConfig(
         manifests=[str(m) for m in args.manifest], out_dir=str(args.out), cache_dir=str(args.cache_dir),
         seed=args.seed, n_folds=args.n_folds, val_fold=args.val_fold, train_only_groups=args.train_only_group, views=args.views, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, workers=args.workers,
-        resize_mode=args.resize_mode, anchored=args.anchor,
+        spec=replace(INPUT_SPEC, resize_mode=args.resize_mode), anchored=args.anchor,
     )
     train(config)
 
@@ -74,8 +87,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.max_auc_drop is not None:
         _check_auc_drop(files.metrics, primary, [name for name in models if name != primary], args.max_auc_drop)
     if args.stamp:
-        _require_training_extra()
-        from flexguard.training.export import stamp_evaluation
+        _require_eval_extra()
+        from flexguard.models.metadata import stamp_evaluation
 
         info = stamp_evaluation(primary_path, files.metrics, primary)
         print(f"stamped {primary_path}: review {info.thresholds.review:.4f}, block {info.thresholds.block:.4f}")
@@ -96,15 +109,15 @@ def _check_auc_drop(metrics_path: Path, primary: str, references: list[str], max
 
 
 def _cmd_quantize(args: argparse.Namespace) -> None:
-    _require_training_extra()
+    _require_eval_extra()
     from flexguard.datasets.manifest import load_manifests
     from flexguard.datasets.splits import group_split
-    from flexguard.service.engine import Engine
+    from flexguard.models.metadata import read_info
     from flexguard.training.quantize import calibration_paths, quantize
 
     if not args.model.is_file():
         raise UserError(f"model not found: {args.model}")
-    spec = Engine(args.model).info.preprocess
+    spec = read_info(args.model).preprocess
     manifest = load_manifests(args.manifest)
     train_idx, _ = group_split(manifest, val_fold=args.val_fold, n_folds=args.n_folds, seed=args.seed,
                                train_only=args.train_only_group)
@@ -173,8 +186,8 @@ SCAN_FLAGGED_STATUS = 1
 
 
 def _cmd_scan(args: argparse.Namespace) -> None:
-    from flexguard.service.scan import ScanOptions, run_scan
-    from flexguard.service.scan_rows import ScanError
+    from flexguard.scan.runner import ScanOptions, run_scan
+    from flexguard.scan.rows import ScanError
 
     options = ScanOptions(
         roots=args.paths, out=args.out, include=args.include, exclude=args.exclude, force=args.force,
@@ -325,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from flexguard.datasets.manifest import ManifestError
     from flexguard.models.metadata import ModelMetadataError
-    from flexguard.service.engine import ModelLoadError
+    from flexguard.inference.engine import ModelLoadError
     from flexguard.service.review.database import DatabaseError
 
     try:

@@ -23,6 +23,9 @@ Manifest format — one row per photo, UTF-8 CSV with a header row:
 
 Other columns (``label``, ``source_path``, ``license``, ...) are ignored. A folder of manifests may
 hold extra batches beside the main one as ``manifest*.csv``; passing the folder loads them all.
+
+A little over 300 lines because the format's checks (each with its own clear message) belong
+with the reader that enforces them.
 """
 
 from __future__ import annotations

@@ -8,11 +8,15 @@ with a missing or malformed field, naming it, instead of guessing defaults.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .preprocessing import PreprocessSpec
 from .taxonomy import Category
+from .vocabulary import Decision
 
 FORMAT_VERSION = "1"
 KEY_PREFIX = "flexguard."
@@ -48,12 +52,21 @@ class Thresholds:
         if not (0.0 <= self.review <= self.block <= 1.0):
             raise ValueError(f"thresholds need 0 <= review <= block <= 1, got review={self.review}, block={self.block}")
 
-    def decide(self, risk: float) -> str:
+    def decide(self, risk: float) -> Decision:
         if risk >= self.block:
-            return "block"
+            return Decision.BLOCK
         if risk >= self.review:
-            return "review"
-        return "allow"
+            return Decision.REVIEW
+        return Decision.ALLOW
+
+
+def overall_risk(scores: np.ndarray) -> np.ndarray:
+    """A photo's risk is its highest category score: [..., C] scores -> [...] risks.
+
+    One photo's (C,) scores give a 0-d array; a batch's (N, C) give (N,). Every client (the engine,
+    training's validation, evaluation) takes the risk from here.
+    """
+    return np.asarray(scores, dtype=np.float64).max(axis=-1)
 
 
 @dataclass(frozen=True)
@@ -120,3 +133,43 @@ class ModelInfo:
             data_manifest_sha256=str(values["data_manifest_sha256"]),
             validation_metrics=values["validation_metrics"],
         )
+
+
+# Reading and writing the metadata of an ONNX file needs the ``onnx`` package (the ``eval`` extra),
+# imported here only when called: serving reads the metadata through onnxruntime instead.
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The ``ModelInfo`` stamped into an ONNX file, without loading its weights into a runtime."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(path))
+
+
+def stamp(path: str | Path, info: ModelInfo) -> None:
+    """(Re)write ``info`` into the ONNX file's metadata, leaving the graph untouched."""
+    import onnx
+
+    model = onnx.load(str(path))
+    fields = info.to_metadata()
+    kept = [p for p in model.metadata_props if p.key not in fields]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, **fields})
+    model.producer_name = "flexguard"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def stamp_evaluation(path: Path, evaluation: Path, model_name: str) -> ModelInfo:
+    """Write one model's thresholds and metrics from ``flexguard evaluate``'s metrics.json into its file."""
+    evaluated = json.loads(Path(evaluation).read_text())
+    figures = evaluated["models"][model_name]
+    info = replace(
+        read_info(path),
+        thresholds=Thresholds(**figures["thresholds"]),
+        validation_metrics={"evaluated_on": evaluated["notes"], **figures},
+    )
+    stamp(path, info)
+    return info

@@ -23,10 +23,10 @@ from PIL import Image, ImageOps
 
 ResizeMode = Literal["letterbox", "squash"]
 
-# EfficientNet-Lite was trained on TF-style inputs: (x - 127) / 128, 260 px for Lite2.
-LITE2_INPUT_SIZE = 260
-TF_MEAN = (127.0, 127.0, 127.0)
-TF_STD = (128.0, 128.0, 128.0)
+# Pixel values as they are: what a spec normalises by when it does not say (a thumbnail loader, say).
+# A model's own numbers come from its backbone (training/backbone.py) and travel in its metadata.
+IDENTITY_MEAN = (0.0, 0.0, 0.0)
+IDENTITY_STD = (1.0, 1.0, 1.0)
 # Pillow's docs: a reducing_gap of 3 or more is indistinguishable from a full-quality resize, and lets
 # Pillow shrink big images by an integer factor first, which is several times faster on 12 MP photos.
 RESIZE_REDUCING_GAP = 3.0
@@ -40,12 +40,16 @@ JPEG_FORMATS = ("JPEG", "MPO")
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """Everything needed to turn an RGB photo into the model's input. Stored in the ONNX metadata."""
+    """Everything needed to turn an RGB photo into the model's input. Stored in the ONNX metadata.
 
-    size: int = LITE2_INPUT_SIZE
+    The backbone declares its spec (``training.backbone.INPUT_SPEC``); training keeps it in its config
+    and checkpoint, export writes exactly that into the model, and every client reads it from there.
+    """
+
+    size: int
     resize_mode: ResizeMode = "letterbox"
-    mean: tuple[float, float, float] = TF_MEAN
-    std: tuple[float, float, float] = TF_STD
+    mean: tuple[float, float, float] = IDENTITY_MEAN
+    std: tuple[float, float, float] = IDENTITY_STD
 
     def __post_init__(self) -> None:
         if self.resize_mode not in ("letterbox", "squash"):

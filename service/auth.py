@@ -26,9 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from flexguard.models.wire import API_KEY_HEADER
+
 from .errors import ApiError, ErrorCode
 
-API_KEY_HEADER = "X-API-Key"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/review"})
 # The page shells, and the supervisor-review routes, which check their own per-unit keys (review/api.py).
 PUBLIC_PREFIXES = ("/static/", "/v1/submissions", "/v1/webhook", "/v1/admin/", "/v1/me")

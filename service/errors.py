@@ -3,36 +3,16 @@
 A code appears either in one photo's result (``{"ok": false, "error": {"code", "message"}}``, the
 other photos are still scored) or in the body of a whole-request error (``{"error": {"code",
 "message"}}`` with a 4xx status). The OpenAPI description is built from ``CODES``, so the docs list
-exactly what the service sends. No HTTP framework in here: the engine raises per-photo codes too.
+exactly what the service sends. The codes themselves, and their words in both languages, are
+``flexguard.models.vocabulary``'s; this module adds what HTTP needs: each code's status and meaning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from http import HTTPStatus
 
-
-class ErrorCode(StrEnum):
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    DECODE_FAILED = "decode_failed"
-    TOO_MANY_PIXELS = "too_many_pixels"
-    TOO_LARGE = "too_large"
-    TOO_MANY_FILES = "too_many_files"
-    NO_PHOTOS = "no_photos"
-    BAD_REQUEST = "bad_request"
-    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
-    INVALID_PARAMETERS = "invalid_parameters"
-    UNAUTHORIZED = "unauthorized"
-    FORBIDDEN = "forbidden"
-    CONFLICT = "conflict"
-    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
-    UNREADABLE_PHOTO = "unreadable_photo"
-    REQUEST_TIMEOUT = "request_timeout"
-    OVERLOADED = "overloaded"
-    NOT_FOUND = "not_found"
-    METHOD_NOT_ALLOWED = "method_not_allowed"
-    INTERNAL_ERROR = "internal_error"
+from flexguard.models.vocabulary import ErrorCode
 
 
 @dataclass(frozen=True)

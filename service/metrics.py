@@ -25,13 +25,13 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flexguard.models.metadata import ModelInfo
+from flexguard.models.vocabulary import DECISIONS
 
 from .errors import CODES, ErrorCode
+from .review.tables import Status
 
 logger = logging.getLogger(__name__)
 PREFIX = "flexguard"
-DECISIONS = ("allow", "review", "block")
-SUBMISSION_STATUSES = ("cleared", "pending", "approved", "rejected")
 WEBHOOK_OUTCOMES = ("delivered", "retried", "gave_up")
 # Seconds; a 64-photo request on a small machine takes seconds, a single photo tens of milliseconds.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -125,7 +125,7 @@ class _SubmissionCounts(Collector):
         except Exception:  # the database is away: leave the series out of this scrape, keep the others
             logger.warning("cannot count review submissions for /metrics", exc_info=True)
             return
-        for status in SUBMISSION_STATUSES:
+        for status in Status:
             family.add_metric([status], counts.get(status, 0))
         yield family
 

@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 
 from flexguard.models.metadata import ModelInfo, Thresholds
 from flexguard.models.taxonomy import Category
+from flexguard.models.vocabulary import Decision
 
-from .engine import ImageError, ImageScore
+from flexguard.inference.engine import ImageError, ImageScore
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Decision = Literal["allow", "review", "block"]
 _TIMING_DECIMALS = 2
 
 

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flexguard.models import DEFAULT_VARIANT, shipped_model_path
 
-from .engine import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from flexguard.inference.engine import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from .review.database import DEFAULT_DATABASE_URL
 
 ENV_PREFIX = "FLEXGUARD_"

@@ -21,11 +21,12 @@ from typing import AsyncIterable, Mapping
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from flexguard.models.wire import PHOTO_FIELD, THRESHOLD_FIELDS
 
 from .errors import ApiError, ErrorCode
 
-PHOTO_FIELD = "files"
-THRESHOLD_FIELDS = ("review_threshold", "block_threshold")
 MULTIPART = b"multipart/form-data"
 IMAGE_TYPE_PREFIX = b"image/"
 # Room for one part's boundary line and headers (python-multipart caps them at 8 headers of ~4 KB).
@@ -72,6 +73,15 @@ async def read_upload(
         raise ApiError(
             ErrorCode.REQUEST_TIMEOUT, f"the request body did not arrive within {limits.body_timeout_s:g} s"
         ) from None
+
+
+async def read_request(request: Request, limits: UploadLimits) -> Upload:
+    """``read_upload`` on a request; a client that hangs up mid-upload is a bad request, not a fault."""
+    try:
+        return await read_upload(request.headers.get("content-type"), request.headers.get("content-length"),
+                                 request.stream(), limits)
+    except ClientDisconnect:
+        raise ApiError(ErrorCode.BAD_REQUEST, "the client closed the connection before sending the whole body") from None
 
 
 async def _read_upload(

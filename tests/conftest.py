@@ -42,7 +42,8 @@ TINY_INFO = ModelInfo(
     name="flexguard-tiny-test",
     version="0.0.1-test",
     categories=CATEGORIES,
-    preprocess=PreprocessSpec(),
+    # The shipped backbone's numbers (training/backbone.py), written out: serving tests need no torch.
+    preprocess=PreprocessSpec(size=INPUT_SIZE, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
     thresholds=TINY_THRESHOLDS,
     data_manifest_sha256="0" * 64,
     validation_metrics={"macro_auc": 0.5, "note": "hand-weighted test model"},

@@ -17,9 +17,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from flexguard.service.state import of_app
 from flexguard.models.taxonomy import CATEGORIES
 from flexguard.service.app import create_app
-from flexguard.service.engine import SUPPORTED_FORMATS, Engine, ModelLoadError
+from flexguard.inference.engine import SUPPORTED_FORMATS, Engine, ModelLoadError
 from flexguard.service.errors import CODES
 from flexguard.service.settings import Settings
 
@@ -167,7 +168,7 @@ class GatedEngine(Engine):
 def test_readyz_waits_for_the_warm_up_inference(tiny_model_path, red_jpeg):
     engine = GatedEngine(tiny_model_path, threads=1)
     with TestClient(create_app(settings(tiny_model_path), engine=engine)) as started:
-        assert started.app.state.engine is engine  # given an engine, the app does not load another
+        assert of_app(started.app).engine is engine  # given an engine, the app does not load another
         assert started.get("/healthz").status_code == 200
         assert started.get("/readyz").status_code == 503
         engine.gate.set()
@@ -175,7 +176,7 @@ def test_readyz_waits_for_the_warm_up_inference(tiny_model_path, red_jpeg):
 
 
 def test_engine_is_loaded_by_the_lifespan(client, tiny_model_path, tiny_model_info):
-    engine = client.app.state.engine
+    engine = of_app(client.app).engine
     assert engine.path == tiny_model_path
     assert engine.info == tiny_model_info
 

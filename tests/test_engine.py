@@ -16,7 +16,7 @@ from PIL import ExifTags, Image
 from flexguard.models.metadata import KEY_PREFIX, REQUIRED_KEYS, Thresholds
 from flexguard.models.preprocessing import Placement, preprocess
 from flexguard.models.taxonomy import CATEGORY_IDS
-from flexguard.service.engine import (
+from flexguard.inference.engine import (
     SUPPORTED_FORMATS,
     Engine,
     Evidence,
@@ -404,5 +404,10 @@ def test_result_from_raw_outputs_is_what_score_gives(engine, red_jpeg):
     assert (built.risk, built.decision, built.scores, built.evidence) == (scored.risk, scored.decision, scored.scores, scored.evidence)
 
 
-def test_warm_up(engine):
-    engine.warm_up()  # one blank inference; must not raise
+def test_warm_up_runs_one_blank_inference_of_the_models_input_size(engine, monkeypatch):
+    shapes = []
+    real_run = engine.run
+    monkeypatch.setattr(engine, "run", lambda batch: shapes.append((batch.shape, float(abs(batch).max()))) or real_run(batch))
+    engine.warm_up()
+    size = engine.info.preprocess.size
+    assert shapes == [((1, 3, size, size), 0.0)]

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import hmac
 import logging
-import statistics
 import time
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from flexguard.service.auth import is_public
+from flexguard.service.state import of_app
 from flexguard.service import auth
 from flexguard.service.app import create_app
 from flexguard.service.settings import Settings
 
 KEY = "k-7f3a9c1e5b2d4f60a8c3e1b9d7f5a3c1"
 OTHER_KEY = "k-second-0123456789"
-PUBLIC = ["/healthz", "/readyz", "/", "/static/app.js", "/static/style.css"]
+PUBLIC = ["/healthz", "/readyz", "/", "/review", "/static/app.js", "/static/style.css"]
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +38,20 @@ def keyed(tiny_model_path):
         yield client
 
 
+def _routes(routes):
+    """The app's routes, those of the routers it includes too (FastAPI lists an included router as one entry)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from (_routes(included.routes) if included is not None else [route])
+
+
 def guarded_requests(client: TestClient) -> list[tuple[str, str]]:
     """Every route the app has (FastAPI's docs included), as (method, path), minus the public ones."""
     found = []
-    for route in client.app.routes:
+    for route in _routes(client.app.routes):
         path = getattr(route, "path", None)
-        if path is None or path in PUBLIC or path.startswith("/static"):
+        # Public: the probes and page shells, and the review routes, which check their own keys (test_review.py).
+        if path is None or path in PUBLIC or is_public(path):
             continue
         for method in sorted(getattr(route, "methods", None) or {"GET"}):
             if method != "HEAD":
@@ -92,35 +101,21 @@ def test_missing_and_wrong_keys_get_the_same_answer(keyed):
 
 
 def test_every_configured_key_is_compared_whatever_the_match(monkeypatch):
+    """The work done for a guess does not depend on it: the same digests and comparisons, in the same order.
+
+    Checked on the code path rather than by wall time, which a busy machine makes meaningless.
+    """
     calls = []
-    real = hmac.compare_digest
-    monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append((len(a), len(b))) or real(a, b))
+    real_compare, real_digest = hmac.compare_digest, auth._digest
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append(("compare", len(a), len(b))) or real_compare(a, b))
+    monkeypatch.setattr(auth, "_digest", lambda key: calls.append(("digest",)) or real_digest(key))
     keys = [b"alpha-key", b"beta-key-longer", b"g"]
+    expected = [("digest",)] + [("digest",), ("compare", 32, 32)] * len(keys)
     for presented in ("alpha-key", "beta-key-longer", "g", "wrong", "x" * 500, ""):
         calls.clear()
         auth.key_matches(presented, keys)
-        # One comparison per key, always of equal-length digests: no early exit, no length leak.
-        assert calls == [(32, 32)] * len(keys), presented
-
-
-def test_key_comparison_time_does_not_depend_on_the_guess():
-    """Median time of near-miss, far-miss and wrong-length guesses agree within noise."""
-    keys = [KEY.encode(), OTHER_KEY.encode()]
-    guesses = {"near": KEY[:-1] + "0", "far": "z" * len(KEY), "short": "z", "long": "z" * 4096, "right": KEY}
-    rounds, per_round = 30, 300
-    times: dict[str, list[float]] = {name: [] for name in guesses}
-    for _ in range(rounds):
-        for name, guess in guesses.items():  # interleaved, so drift in machine load hits every guess alike
-            start = time.perf_counter_ns()
-            for _ in range(per_round):
-                auth.key_matches(guess, keys)
-            times[name].append(time.perf_counter_ns() - start)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    baseline = medians["far"]
-    for name in ("near", "short", "right"):
-        assert 0.6 < medians[name] / baseline < 1.6, medians
-    # A 4 KB guess costs its hashing (linear in what the client sent), not anything about the keys.
-    assert medians["long"] / baseline < 20, medians
+        # One digest of the guess, then one equal-length comparison per key: no early exit, no length leak.
+        assert calls == expected, presented
 
 
 def test_keys_never_reach_the_logs(keyed, caplog):
@@ -129,7 +124,7 @@ def test_keys_never_reach_the_logs(keyed, caplog):
     keyed.get("/v1/model", headers={"X-API-Key": "guess-" + OTHER_KEY})
     keyed.get("/metrics", headers={"Authorization": f"Bearer {OTHER_KEY}"})
     assert KEY not in caplog.text and OTHER_KEY not in caplog.text
-    assert KEY not in repr(keyed.app.state.engine.info)
+    assert KEY not in repr(of_app(keyed.app).engine.info)
     metrics = keyed.get("/metrics", headers={"X-API-Key": KEY}).text
     assert KEY not in metrics and OTHER_KEY not in metrics
     docs = keyed.get("/openapi.json", headers={"X-API-Key": KEY}).text

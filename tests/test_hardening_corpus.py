@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from flexguard.service.app import create_app
-from flexguard.service.engine import Engine
+from flexguard.inference.engine import Engine
 from flexguard.service.errors import CODES
 from flexguard.service.settings import Settings
 from hardening_corpus import CASES, build_all, png_declaring

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flexguard.service.engine import Engine, ImageError
+from flexguard.inference.engine import Engine, ImageError
 from flexguard.service.errors import CODES
 
 # Pillow warns about the damage it skips over in mutated TIFF/EXIF tags; that is the point here.

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
+from flexguard.service.state import of_app
 from flexguard.cli import main
 from flexguard.service.settings import Settings
 
@@ -102,7 +103,7 @@ class Trickle(threading.Thread):
 
 
 def scoring_in_progress(app) -> int:
-    return app.state.scoring_requests
+    return of_app(app).scoring_requests
 
 
 def wait_for(condition, timeout_s: float = TIMEOUT_S, what: str = "condition") -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from flexguard.cli import main
-from flexguard.service import scan_output
+from flexguard.scan import journal as scan_output
 from test_scan import _scan_ok, noise_photo, read_jsonl
 
 N_PHOTOS = 150

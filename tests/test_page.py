@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from flexguard.models.vocabulary import DECISION_WORDS, Decision
 from browser import require_chromium
 
 require_chromium()
@@ -96,9 +97,8 @@ def test_photos_scored_in_both_languages(page: Page, problems: list[str], tmp_pa
 
     red, grey = cards(page).nth(0), cards(page).nth(1)
     expect(red.locator("h3")).to_have_text("merah.png")
-    expect(red.locator(".decision")).to_have_text({"allow": "Allow", "review": "Needs review", "block": "Block"}[
-        red_result["decision"]])
-    expect(grey.locator(".decision")).to_have_text("Allow")
+    expect(red.locator(".decision")).to_have_text(DECISION_WORDS[red_result["decision"]].en)
+    expect(grey.locator(".decision")).to_have_text(DECISION_WORDS[Decision.ALLOW].en)
     expect(red.locator(".risk")).to_contain_text(f"Risk: {round(red_result['risk'] * 100)}%")
     expect(page.locator("#status")).to_have_text("Done: 2 photos scored.")
     expect(page.locator("#model")).to_have_text(f"Model: {answer['model']['name']} {answer['model']['version']}")
@@ -141,9 +141,8 @@ def test_photos_scored_in_both_languages(page: Page, problems: list[str], tmp_pa
     # Back to Bahasa Indonesia: the same results, re-labelled, category names from the response.
     page.get_by_role("button", name="Bahasa Indonesia").click()
     expect(page.locator("html")).to_have_attribute("lang", "id")
-    expect(red.locator(".decision")).to_have_text(
-        {"allow": "Aman", "review": "Perlu ditinjau", "block": "Jangan diunggah"}[red_result["decision"]])
-    expect(grey.locator(".decision")).to_have_text("Aman")
+    expect(red.locator(".decision")).to_have_text(DECISION_WORDS[red_result["decision"]].id)
+    expect(grey.locator(".decision")).to_have_text(DECISION_WORDS[Decision.ALLOW].id)
     expect(red.locator(".box-label")).to_contain_text("Mobil mewah")
     expect(red.locator('.bars > li[data-category="luxury_car"] .bar-name')).to_have_text("Mobil mewah")
     expect(page.locator("#status")).to_have_text("Selesai: 2 foto dinilai.")

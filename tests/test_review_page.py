@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flexguard.models.vocabulary import DECISION_WORDS
 from browser import require_chromium
 
 require_chromium()
@@ -149,8 +150,7 @@ def test_reviewer_sees_the_flagged_photo_and_approves(page: Page, problems: list
     assert drawn["y"] == pytest.approx(img["y"] + top * img["height"], abs=PIXELS)
     assert drawn["width"] == pytest.approx((right - left) * img["width"], abs=PIXELS)
     assert drawn["height"] == pytest.approx((bottom - top) * img["height"], abs=PIXELS)
-    expect(red.locator(".decision")).to_have_text(
-        {"review": "Perlu ditinjau", "block": "Jangan diunggah"}[red_result["decision"]])
+    expect(red.locator(".decision")).to_have_text(DECISION_WORDS[red_result["decision"]].id)
     expect(red.locator(".risk")).to_have_text(f"Risiko: {round(red_result['risk'] * 100)}%")
     expect(red.locator("figcaption")).to_contain_text("Mobil mewah")
     top_bar = red.locator(".bars > li").first

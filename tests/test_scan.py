@@ -19,9 +19,9 @@ from PIL import Image
 
 from flexguard.cli import main
 from flexguard.models import shipped_model_path
-from flexguard.service.scan_output import Journal, ScanParams, sidecar_path
-from flexguard.service.scan_rows import ROW_KEYS, ModelIdentity, csv_header, from_csv_record
-from flexguard.service.scan_walk import looks_like_image
+from flexguard.scan.journal import Journal, ScanParams, sidecar_path
+from flexguard.scan.rows import ROW_KEYS, ModelIdentity, csv_header, from_csv_record
+from flexguard.scan.walk import looks_like_image
 
 SEED = 7
 USAGE_ERROR = 2
@@ -186,7 +186,7 @@ def test_rows_and_their_order_do_not_depend_on_workers_or_batch_size(tree, jsonl
 
 
 def test_default_batch_size_depends_on_where_the_model_runs(tmp_path):
-    from flexguard.service.scan import DEFAULT_BATCH_SIZE, ScanOptions
+    from flexguard.scan.runner import DEFAULT_BATCH_SIZE, ScanOptions
 
     assert ScanOptions(roots=[tmp_path], out=tmp_path / "o.jsonl").batch_size == ScanOptions.LOCAL_BATCH_SIZE
     assert ScanOptions(roots=[tmp_path], out=tmp_path / "o.jsonl", server="http://x").batch_size == DEFAULT_BATCH_SIZE
@@ -355,7 +355,7 @@ def test_two_scans_cannot_write_one_file(tmp_path):
 
 
 def test_shipped_model_is_what_scans_use_by_default(jsonl_scan):
-    from flexguard.service.engine import Engine
+    from flexguard.inference.engine import Engine
 
     recorded = json.loads(sidecar_path(jsonl_scan[0]).read_text())["params"]["model"]
     assert recorded["version"] == Engine(shipped_model_path(), threads=1).info.version

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import flexguard.service.scan_report as scan_report
+import flexguard.scan.report as scan_report
 from test_scan import _scan_ok
 
 CHROMIUM = "/usr/bin/chromium"

@@ -61,7 +61,6 @@ def test_rows_through_the_service_equal_local_rows(tree, tmp_path):
     assert read_jsonl(remote) == read_jsonl(local)
 
 
-@pytest.mark.skipif("api_keys" not in Settings.model_fields, reason="this service has no API keys setting")
 def test_api_key_comes_from_the_environment(tree, tmp_path, monkeypatch, capsys):
     out = tmp_path / "o.jsonl"
     with serving(Settings(model_path=shipped_model_path(), threads=1, api_keys=API_KEY)) as url:

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from flexguard.models.metadata import Thresholds
-from flexguard.service.batching import Batcher, BatcherClosed, BatchOutput
-from flexguard.service.engine import Engine, ImageError, ImageScore
-from flexguard.service.pipeline import Scorer
+from flexguard.inference.batching import Batcher, BatcherClosed, BatchOutput
+from flexguard.inference.engine import Engine, ImageError, ImageScore
+from flexguard.inference.pipeline import Scorer
 
 MAX_BATCH = 8
 # Long enough that concurrent submissions all arrive within it on a busy 2-core machine.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from flexguard.service.state import of_app
 from flexguard.cli import main
 from flexguard.service.settings import ENV_PREFIX, Settings
 
@@ -61,7 +62,7 @@ def test_serve_loads_the_model_once_and_applies_settings(monkeypatch, no_server,
     assert "flexguard" in call["log_config"]["loggers"]
     assert "keys required" in call["app"].description
     with TestClient(call["app"]) as client:  # the server's startup reuses the engine the CLI loaded
-        assert client.app.state.engine.path == tiny_model_path
+        assert of_app(client.app).engine.path == tiny_model_path
     assert len(loads) == 1 and loads[0].model_path == tiny_model_path
 
 

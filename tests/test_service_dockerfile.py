@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 DOCKERFILE = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text()
+INSTRUCTIONS_TEXT = "\n".join(line.strip() for line in DOCKERFILE.splitlines())
 INSTRUCTIONS = [line for line in DOCKERFILE.replace("\\\n", " ").splitlines() if line and not line.startswith("#")]
 
 
@@ -43,6 +44,14 @@ def test_runs_as_non_root_on_port_8000():
     assert instructions("EXPOSE") == ["8000"]
     assert instructions("CMD")[-1] == '["flexguard", "serve"]'
     assert "COPY models ./models" in INSTRUCTIONS
+
+
+def test_the_build_copies_every_package_folder():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    folders = {Path(folder).parts[0] for folder in pyproject["tool"]["setuptools"]["package-dir"].values()}
+    assert {f"COPY {folder} ./{folder}" for folder in folders} <= set(INSTRUCTIONS_TEXT.splitlines()), folders
 
 
 class _Answer(BaseHTTPRequestHandler):

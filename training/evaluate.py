@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from flexguard.datasets.manifest import Manifest, ManifestError
 from flexguard.datasets.splits import group_split, random_split
-from flexguard.service.engine import Engine, ImageError
+from flexguard.inference.engine import Engine, ImageError
 
 from .metrics import choose_thresholds, flex_mask, overall_risk
 from .report import EvalResult, ReportFiles, write_report

@@ -6,18 +6,15 @@ metrics in its metadata (``models/metadata.py``), so whoever loads it needs noth
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 
-import onnx
 import torch
 
-from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, Thresholds
+from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, Thresholds, stamp
 from flexguard.models.preprocessing import PreprocessSpec
 from flexguard.models.taxonomy import CATEGORIES, CATEGORY_IDS
 
-from .backbone import FlexguardNet, ImageNetBaseline
+from .backbone import INPUT_SPEC, FlexguardNet, ImageNetBaseline
 
 ONNX_OPSET = 17
 
@@ -57,19 +54,6 @@ def write_onnx(net: torch.nn.Module, info: ModelInfo, out: Path) -> Path:
     return out
 
 
-def stamp(path: Path, info: ModelInfo) -> None:
-    """(Re)write ``info`` into the ONNX file's metadata, leaving the graph untouched."""
-    model = onnx.load(str(path))
-    fields = info.to_metadata()
-    kept = [p for p in model.metadata_props if p.key not in fields]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, **fields})
-    model.producer_name = "flexguard"
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
 def info_from_checkpoint(checkpoint: dict, name: str, version: str) -> ModelInfo:
     """Model description from the training run; thresholds and metrics are provisional until
     ``flexguard evaluate --stamp`` replaces them with the evaluated ones."""
@@ -77,7 +61,7 @@ def info_from_checkpoint(checkpoint: dict, name: str, version: str) -> ModelInfo
         name=name,
         version=version,
         categories=CATEGORIES,
-        preprocess=PreprocessSpec(resize_mode=checkpoint["config"]["resize_mode"]),
+        preprocess=PreprocessSpec.from_dict(checkpoint["preprocess"]),
         thresholds=Thresholds(**checkpoint["thresholds"]),
         data_manifest_sha256=checkpoint["manifest_sha256"],
         validation_metrics={"source": "training validation (provisional)", **checkpoint["validation"]},
@@ -89,29 +73,11 @@ def export_checkpoint(checkpoint_path: Path, out: Path, name: str, version: str)
     return write_onnx(net, info_from_checkpoint(checkpoint, name, version), out)
 
 
-def read_info(path: Path) -> ModelInfo:
-    model = onnx.load(str(path), load_external_data=False)
-    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(path))
-
-
-def stamp_evaluation(path: Path, evaluation: Path, model_name: str) -> ModelInfo:
-    """Write one model's thresholds and metrics from ``flexguard evaluate``'s metrics.json into its file."""
-    evaluated = json.loads(Path(evaluation).read_text())
-    figures = evaluated["models"][model_name]
-    info = replace(
-        read_info(path),
-        thresholds=Thresholds(**figures["thresholds"]),
-        validation_metrics={"evaluated_on": evaluated["notes"], **figures},
-    )
-    stamp(path, info)
-    return info
-
-
 def export_baseline(out: Path, thresholds: Thresholds) -> Path:
     """The zero-training baseline (ImageNet classes summed into our categories) as an ONNX file."""
     net = ImageNetBaseline([IMAGENET_CLASSES_BY_CATEGORY[c] for c in CATEGORY_IDS])
     info = ModelInfo(
-        name="imagenet-zero-training", version="0", categories=CATEGORIES, preprocess=PreprocessSpec(),
+        name="imagenet-zero-training", version="0", categories=CATEGORIES, preprocess=INPUT_SPEC,
         thresholds=thresholds, data_manifest_sha256="none", validation_metrics={},
     )
     return write_onnx(net, info, out)

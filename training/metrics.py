@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from flexguard.models.metadata import Thresholds
+from flexguard.models.metadata import Thresholds, overall_risk
 from flexguard.models.taxonomy import CATEGORY_IDS, ORDINARY
+from flexguard.models.vocabulary import DECISIONS
 
 # The review threshold sends at most 5% of ordinary photos to a person; the block threshold wrongly
 # stops at most 1% of them from being posted.
@@ -27,18 +28,12 @@ REVIEW_FPR = 0.05
 BLOCK_FPR = 0.01
 # Four decimals keep differences between models visible without printing float noise into JSON.
 DECIMALS = 4
-DECISIONS = ("allow", "review", "block")
 # The operating points reported for every model, whatever thresholds it ships with.
 HEADLINE_RECALL_FPRS = {"recall_at_fpr_1pct": 0.01, "recall_at_fpr_5pct": 0.05}
 # Confusion-matrix row for photos that show several categories at once.
 MULTI = "multi"
 # Risk is a probability, so no threshold above this is meaningful.
 MAX_THRESHOLD = 1.0
-
-
-def overall_risk(scores: np.ndarray) -> np.ndarray:
-    """A photo is as risky as its most likely category: ``[N, C]`` scores to ``[N]`` risks."""
-    return np.asarray(scores, dtype=np.float64).max(axis=1)
 
 
 def flex_mask(labels: np.ndarray) -> np.ndarray:

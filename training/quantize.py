@@ -19,7 +19,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from flexguard.datasets.manifest import Manifest
-from flexguard.models.metadata import INPUT_NAME, ModelInfo
+from flexguard.models.metadata import INPUT_NAME, read_info, stamp
 from flexguard.models.preprocessing import PreprocessSpec, preprocess_file
 
 INT8_SUFFIX = "-int8"
@@ -63,8 +63,6 @@ def quantize(model: Path, out: Path, paths: list[Path], spec: PreprocessSpec) ->
         )
     # The copy inherits the original's description under its own name; `flexguard evaluate --stamp`
     # then replaces the inherited thresholds and metrics with the INT8 model's own.
-    from .export import read_info, stamp
-
-    info: ModelInfo = read_info(model)
+    info = read_info(model)
     stamp(out, replace(info, name=info.name + INT8_SUFFIX))
     return out

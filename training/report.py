@@ -9,6 +9,9 @@ self-contained ``report.html`` to mail or attach to a review) and for tools (``m
 Models are compared on the same numbers from ``metrics.compute_metrics``; the primary one also
 gets its plots and its worst false positives and false negatives as thumbnails. Output depends
 only on the inputs: no timestamps, stable orderings, fixed plot settings.
+
+Longer than most modules: it is one document (its tables, plots, thumbnails and both output
+formats), and splitting it would scatter one page's layout over several files.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from flexguard.models.metadata import Thresholds
+from flexguard.models.metadata import Thresholds, overall_risk
 from flexguard.models.preprocessing import PreprocessSpec, load_image, open_image
 from flexguard.models.taxonomy import CATEGORY_IDS, ORDINARY
+from flexguard.models.vocabulary import DECISIONS
 
-from .metrics import BLOCK_FPR, DECISIONS, REVIEW_FPR, compute_metrics, flex_mask, overall_risk, true_class
+from .metrics import BLOCK_FPR, REVIEW_FPR, compute_metrics, flex_mask, true_class
 
 DEFAULT_TITLE = "flexguard evaluation"
 DEFAULT_EXAMPLES = 24

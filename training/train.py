@@ -30,11 +30,12 @@ from tqdm import tqdm
 
 from flexguard.datasets.manifest import Manifest, load_manifests
 from flexguard.datasets.splits import group_split, random_split
+from flexguard.models.metadata import overall_risk
 from flexguard.models.preprocessing import PreprocessSpec
 from flexguard.models.taxonomy import CATEGORY_IDS
 
 from .augment import AugmentConfig
-from .backbone import DEFAULT_TUNE_FROM_BLOCK, FlexguardNet
+from .backbone import DEFAULT_TUNE_FROM_BLOCK, INPUT_SPEC, FlexguardNet
 from .features import front_activations
 from .metrics import choose_thresholds, recall_at_fpr
 
@@ -71,13 +72,9 @@ class TrainConfig:
     tune_from_block: int = DEFAULT_TUNE_FROM_BLOCK
     # Ship the average of the fine-tuned and the linear-probe branches (see FlexguardNet).
     anchored: bool = True
-    resize_mode: str = "letterbox"
+    spec: PreprocessSpec = INPUT_SPEC
     workers: int = max(1, (os.cpu_count() or 1))
     augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
-
-    @property
-    def spec(self) -> PreprocessSpec:
-        return PreprocessSpec(resize_mode=self.resize_mode)  # type: ignore[arg-type]
 
 
 def sample_weights(manifest: Manifest) -> np.ndarray:
@@ -123,7 +120,7 @@ def _validation_figures(labels: np.ndarray, scores: np.ndarray) -> dict:
     """The two headline figures, for the training log; ``flexguard evaluate`` computes the full set."""
     from sklearn.metrics import roc_auc_score
 
-    is_flex, risk = labels.any(axis=1), scores.max(axis=1)
+    is_flex, risk = labels.any(axis=1), overall_risk(scores)
     recall = recall_at_fpr(is_flex, risk, REPORT_FPR)
     both_classes = 0 < is_flex.sum() < len(is_flex)
     return {
@@ -153,10 +150,10 @@ def _fit_probe(linear: nn.Linear, pooled: torch.Tensor, labels: torch.Tensor, we
 def _save_checkpoint(path: Path, net: FlexguardNet, config: TrainConfig, manifest: Manifest,
                      val_labels: np.ndarray, val_scores: np.ndarray, validation: dict) -> None:
     """Weights plus what export needs to describe them: config, data hash, provisional thresholds and figures."""
-    thresholds = choose_thresholds(val_labels.any(axis=1), val_scores.max(axis=1))
+    thresholds = choose_thresholds(val_labels.any(axis=1), overall_risk(val_scores))
     torch.save(
         {"state_dict": net.state_dict(), "config": {**asdict(config), "anchored": net.anchor is not None},
-         "manifest_sha256": manifest.sha256,
+         "preprocess": config.spec.to_dict(), "manifest_sha256": manifest.sha256,
          "thresholds": asdict(thresholds), "validation": validation},
         path,
     )

@@ -1,32 +1,48 @@
 """The review API's JSON shapes, with descriptions for the OpenAPI docs.
 
-Built from the database rows by ``store`` (so the CLI and the API answer alike); the per-photo
-scores reuse the scoring API's own shapes, so a photo reads the same in ``/v1/score`` and here.
+Built from the store's records (``records``) by their ``of`` methods: the store knows nothing of
+JSON or routes. The per-photo scores reuse the scoring API's own shapes, so a photo reads the same
+in ``/v1/score`` and here.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from flexguard.models.vocabulary import Decision
+
 from ..schemas import CategoryScore, EvidenceOut, Fraction, ImageInfo, ModelRef, ThresholdsOut
+from .records import AuditRecord, DeliveryRecord, KeyRecord, NewKeyRecord, PhotoRecord, SubmissionRecord, UnitRecord
+from .tables import Role, Status
 
 MAX_COMMENT_CHARS = 2000
-StatusName = Literal["cleared", "pending", "approved", "rejected"]
+SUBMISSIONS_ROUTE = "/v1/submissions"
+
+
+def photo_url(submission_id: str, position: int) -> str:
+    """Where a reviewer fetches a stored photo (the route in routes/submissions.py)."""
+    return f"{SUBMISSIONS_ROUTE}/{submission_id}/photos/{position}"
 
 
 class ReviewPhoto(BaseModel):
     position: int = Field(description="The photo's place in the submission, from 0, in the order sent.")
     sha256: str = Field(description="SHA-256 of the photo's bytes, as sent.")
     risk: Fraction = Field(description="Overall risk: the highest category score.")
-    decision: Literal["allow", "review", "block"] = Field(description="The model's decision for this photo.")
+    decision: Decision = Field(description="The model's decision for this photo.")
     categories: list[CategoryScore] = Field(description="Every category's score, with its names in Indonesian and English.")
     evidence: list[EvidenceOut] = Field(description="Boxes for categories at or above review, strongest first.")
     image: ImageInfo = Field(description="The photo as read.")
     stored: bool = Field(description="Whether the photo's bytes are held for the reviewers (flagged photos, until purged).")
     url: str | None = Field(description="Where a reviewer of the unit fetches the photo, while it is stored.")
+
+    @classmethod
+    def of(cls, record: PhotoRecord, submission_id: str) -> "ReviewPhoto":
+        return cls(position=record.position, sha256=record.sha256, risk=record.risk, decision=record.decision,
+                   stored=record.stored, url=photo_url(submission_id, record.position) if record.stored else None,
+                   **record.result)
 
 
 class Delivery(BaseModel):
@@ -37,13 +53,17 @@ class Delivery(BaseModel):
     last_status: int | None = Field(description="The receiver's HTTP status at the last attempt.")
     last_error: str | None = Field(description="Why the last attempt failed, if it did.")
 
+    @classmethod
+    def of(cls, record: DeliveryRecord) -> "Delivery":
+        return cls(**asdict(record))
+
 
 class SubmissionOut(BaseModel):
     id: str = Field(description="The submission's id.")
     unit: str = Field(description="The unit (OPD) whose reviewers decide it.")
     account: str = Field(description="The social-media account the post is for.")
     caption: str = Field(description="The post's caption.")
-    status: StatusName = Field(
+    status: Status = Field(
         description="`cleared`: every photo was `allow`, post it; `pending`: waiting for a reviewer; "
                     "`approved`/`rejected`: a reviewer decided."
     )
@@ -58,12 +78,32 @@ class SubmissionOut(BaseModel):
     photos: list[ReviewPhoto] = Field(description="Every photo, in the order sent.")
     webhook_deliveries: list[Delivery] = Field(description="Deliveries of its decision to the submitting tool's webhook.")
 
+    @classmethod
+    def fields_of(cls, record: SubmissionRecord) -> dict:
+        return dict(
+            id=record.id, unit=record.unit, account=record.account, caption=record.caption, status=record.status,
+            risk=record.risk, model=ModelRef(name=record.model_name, version=record.model_version),
+            thresholds=ThresholdsOut(review=record.review_threshold, block=record.block_threshold),
+            created_at=record.created_at, decided_at=record.decided_at, decided_by=record.decided_by,
+            comment=record.comment, photos_purged_at=record.photos_purged_at,
+            photos=[ReviewPhoto.of(photo, record.id) for photo in record.photos],
+            webhook_deliveries=[Delivery.of(delivery) for delivery in record.deliveries],
+        )
+
+    @classmethod
+    def of(cls, record: SubmissionRecord) -> "SubmissionOut":
+        return cls(**cls.fields_of(record))
+
 
 class SubmissionCreated(SubmissionOut):
     replayed: bool = Field(
         description="True when this answers a repeat of an earlier request with the same Idempotency-Key: "
                     "nothing new was stored."
     )
+
+    @classmethod
+    def of(cls, record: SubmissionRecord) -> "SubmissionCreated":
+        return cls(replayed=record.replayed, **cls.fields_of(record))
 
 
 class SubmissionList(BaseModel):
@@ -95,16 +135,20 @@ class UnitIn(BaseModel):
 class UnitOut(UnitIn):
     created_at: datetime = Field(description="When the unit was added (UTC).")
 
+    @classmethod
+    def of(cls, record: UnitRecord) -> "UnitOut":
+        return cls(**asdict(record))
+
 
 class KeyIn(BaseModel):
-    role: Literal["submit", "review", "admin"] = Field(description="`submit` (upload tools), `review` (unit heads), `admin`.")
+    role: Role = Field(description="`submit` (upload tools), `review` (unit heads), `admin`.")
     unit: str | None = Field(None, description="The unit, for submit and review keys.")
     label: str = Field("", max_length=200, description="Whose key this is, e.g. `Kepala Dinas`.")
 
 
 class Identity(BaseModel):
     prefix: str = Field(description="The key's first characters, as lists and the audit trail name it.")
-    role: Literal["submit", "review", "admin"] = Field(description="What the key may do.")
+    role: Role = Field(description="What the key may do.")
     unit: str | None = Field(description="The unit of a submit or review key; none for an admin key.")
     label: str = Field(description="Whose key it is.")
 
@@ -117,9 +161,17 @@ class KeyOut(BaseModel):
     created_at: datetime = Field(description="When it was made (UTC).")
     revoked_at: datetime | None = Field(description="When it was revoked (UTC); a revoked key no longer works.")
 
+    @classmethod
+    def of(cls, record: KeyRecord) -> "KeyOut":
+        return cls(**asdict(record))
+
 
 class NewKey(KeyOut):
     key: str = Field(description="The key itself, shown this once: flexguard keeps only its digest.")
+
+    @classmethod
+    def of(cls, created: NewKeyRecord) -> "NewKey":
+        return cls(key=created.key, **asdict(created.record))
 
 
 class AuditEventOut(BaseModel):
@@ -131,3 +183,7 @@ class AuditEventOut(BaseModel):
     unit: str | None = Field(description="The unit concerned, if any.")
     submission_id: str | None = Field(description="The submission concerned, if any.")
     details: dict = Field(description="What changed: scores and model version at the time, comments, counts.")
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> "AuditEventOut":
+        return cls(**asdict(record))

@@ -3,7 +3,11 @@
 Every state change and its audit event (and, for a decision, its webhook delivery) are written in one
 transaction, so either all of it is there after a crash or none of it is. A decision is a conditional
 ``UPDATE ... WHERE status = 'pending'``: of two reviewers deciding at once exactly one changes the
-row, the other is told who did (``Conflict``). No HTTP in here; ``api`` maps the exceptions to codes.
+row, the other is told who did (``Conflict``). No HTTP in here: the store returns records (``records``) and raises ``ReviewError``s, and the routes
+turn those into JSON and status codes.
+
+Longer than most modules because it is the one place that writes the review database: every
+transaction (and so every audit event) is here, where the invariants above can be read together.
 """
 
 from __future__ import annotations
@@ -19,20 +23,24 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from flexguard.models.metadata import Thresholds
+from flexguard.inference.engine import ImageScore
+from flexguard.models.metadata import ModelInfo, Thresholds
+from flexguard.models.vocabulary import Decision
 
-from ..schemas import ModelRef, ScoredImage, ThresholdsOut
 from .database import READ_ONLY, session_factory
 from .keys import key_digest, key_prefix, new_key, new_webhook_secret
-from .schemas import (
-    AuditEventOut,
-    Delivery,
-    KeyOut,
-    NewKey,
-    ReviewPhoto,
-    SubmissionCreated,
-    SubmissionOut,
-    UnitOut,
+from .records import (
+    AuditRecord,
+    KeyRecord,
+    NewKeyRecord,
+    SubmissionRecord,
+    UnitRecord,
+    audit_record,
+    key_name,
+    key_record,
+    stored_result,
+    submission_record,
+    unit_record,
 )
 from .tables import (
     ApiKey,
@@ -47,12 +55,9 @@ from .tables import (
     utcnow,
 )
 
-ALLOW = "allow"
 SERVICE_ACTOR = "flexguard"
 SUBMISSION_ID_MARK = "sub"
 WEBHOOK_EVENT = "submission.decided"
-# The photo fields kept in the database: the scores and boxes a reviewer sees, not the timing.
-_STORED_RESULT_FIELDS = {"categories", "evidence", "image"}
 
 
 class ReviewError(Exception):
@@ -110,7 +115,11 @@ class ScoredPhoto:
     data: bytes  # as sent: what the SHA-256 and the idempotency check are of
     kept: bytes  # what is stored for the reviewers if the photo is flagged (photos.viewable)
     media_type: str  # of ``kept``
-    result: ScoredImage
+    score: ImageScore
+
+    @property
+    def flagged(self) -> bool:
+        return self.score.decision != Decision.ALLOW
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ class Draft:
     account: str
     caption: str
     photos: Sequence[ScoredPhoto]
-    model: ModelRef
+    model: ModelInfo  # that scored the photos
     thresholds: Thresholds
     idempotency_key: str | None = None
 
@@ -163,22 +172,22 @@ class ReviewStore:
                 return None
             return Principal(row.id, row.prefix, Role(row.role), row.unit_id, row.label)
 
-    def create_unit(self, actor: Principal, unit_id: str, name: str) -> UnitOut:
-        _require(actor, Role.ADMIN)
+    def create_unit(self, actor: Principal, unit_id: str, name: str) -> UnitRecord:
+        require_role(actor, Role.ADMIN)
         with self._session.begin() as session:
             if session.get(Unit, unit_id) is not None:
                 raise Conflict(f"unit {unit_id!r} exists already")
             unit = Unit(id=unit_id, name=name, created_at=utcnow())
             session.add(unit)
             _audit(session, actor, "unit_created", unit=unit_id, details={"name": name})
-        return UnitOut(id=unit.id, name=unit.name, created_at=unit.created_at)
+        return unit_record(unit)
 
-    def units(self) -> list[UnitOut]:
+    def units(self) -> list[UnitRecord]:
         with self._read() as session:
-            return [UnitOut(id=u.id, name=u.name, created_at=u.created_at) for u in session.scalars(select(Unit).order_by(Unit.id))]
+            return [unit_record(u) for u in session.scalars(select(Unit).order_by(Unit.id))]
 
-    def create_key(self, actor: Principal, role: Role, unit: str | None, label: str = "") -> NewKey:
-        _require(actor, Role.ADMIN)
+    def create_key(self, actor: Principal, role: Role, unit: str | None, label: str = "") -> NewKeyRecord:
+        require_role(actor, Role.ADMIN)
         if role == Role.ADMIN and unit is not None:
             raise Invalid("an admin key belongs to no unit")
         if role != Role.ADMIN and unit is None:
@@ -191,10 +200,10 @@ class ReviewStore:
                          created_at=utcnow())
             session.add(row)
             _audit(session, actor, "key_created", unit=unit, details={"key": row.prefix, "role": role.value, "label": label})
-        return NewKey(key=key, **_key_out(row).model_dump())
+        return NewKeyRecord(key=key, record=key_record(row))
 
-    def revoke_key(self, actor: Principal, prefix: str) -> KeyOut:
-        _require(actor, Role.ADMIN)
+    def revoke_key(self, actor: Principal, prefix: str) -> KeyRecord:
+        require_role(actor, Role.ADMIN)
         with self._session.begin() as session:
             rows = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).all()
             if not rows:
@@ -205,20 +214,20 @@ class ReviewStore:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 _audit(session, actor, "key_revoked", unit=row.unit_id, details={"key": row.prefix})
-        return _key_out(row)
+        return key_record(row)
 
-    def keys(self, unit: str | None = None) -> list[KeyOut]:
+    def keys(self, unit: str | None = None) -> list[KeyRecord]:
         with self._read() as session:
             query = select(ApiKey).order_by(ApiKey.id)
             if unit is not None:
                 query = query.where(ApiKey.unit_id == unit)
-            return [_key_out(row) for row in session.scalars(query)]
+            return [key_record(row) for row in session.scalars(query)]
 
     # --- webhooks ---------------------------------------------------------------------------------
 
     def set_webhook(self, actor: Principal, url: str) -> str:
         """Register ``url`` for the decisions on ``actor``'s submissions; returns the new signing secret."""
-        _require(actor, Role.SUBMIT)
+        require_role(actor, Role.SUBMIT)
         secret = new_webhook_secret()
         with self._session.begin() as session:
             row = session.get_one(ApiKey, actor.key_id)
@@ -227,7 +236,7 @@ class ReviewStore:
         return secret
 
     def remove_webhook(self, actor: Principal) -> None:
-        _require(actor, Role.SUBMIT)
+        require_role(actor, Role.SUBMIT)
         with self._session.begin() as session:
             row = session.get_one(ApiKey, actor.key_id)
             if row.webhook_url is None:
@@ -276,9 +285,9 @@ class ReviewStore:
 
     # --- submissions ------------------------------------------------------------------------------
 
-    def submit(self, actor: Principal, draft: Draft) -> SubmissionCreated:
+    def submit(self, actor: Principal, draft: Draft) -> SubmissionRecord:
         """Store a post for clearance (or find the earlier one with the same Idempotency-Key)."""
-        _require(actor, Role.SUBMIT)
+        require_role(actor, Role.SUBMIT)
         digest = draft.digest()
         try:
             with self._session.begin() as session:
@@ -286,7 +295,7 @@ class ReviewStore:
                 if earlier is not None:
                     return earlier
                 submission = self._insert(session, actor, draft, digest)
-                return SubmissionCreated(replayed=False, **_submission_out(session, submission).model_dump())
+                return submission_record(session, submission)
         except IntegrityError:
             # Another request with the same Idempotency-Key committed first (PostgreSQL; SQLite's
             # IMMEDIATE transactions queue them instead): answer with that one.
@@ -296,7 +305,7 @@ class ReviewStore:
                     raise
                 return earlier
 
-    def _replay(self, session: Session, actor: Principal, draft: Draft, digest: str) -> SubmissionCreated | None:
+    def _replay(self, session: Session, actor: Principal, draft: Draft, digest: str) -> SubmissionRecord | None:
         if draft.idempotency_key is None:
             return None
         earlier = session.scalar(
@@ -309,34 +318,33 @@ class ReviewStore:
                 f"Idempotency-Key {draft.idempotency_key!r} was used for submission {earlier.id} with other content; "
                 "use a new key for a new post"
             )
-        return SubmissionCreated(replayed=True, **_submission_out(session, earlier).model_dump())
+        return submission_record(session, earlier, replayed=True)
 
     def _insert(self, session: Session, actor: Principal, draft: Draft, digest: str) -> Submission:
-        flagged = [photo.result.decision != ALLOW for photo in draft.photos]
-        status = Status.PENDING if any(flagged) else Status.CLEARED
+        status = Status.PENDING if any(photo.flagged for photo in draft.photos) else Status.CLEARED
         submission = Submission(
             id=f"{SUBMISSION_ID_MARK}_{uuid.uuid4().hex}", unit_id=actor.unit, key_id=actor.key_id,
             account=draft.account, caption=draft.caption, status=status.value,
-            risk=max(photo.result.risk for photo in draft.photos), model_name=draft.model.name,
+            risk=max(photo.score.risk for photo in draft.photos), model_name=draft.model.name,
             model_version=draft.model.version, review_threshold=draft.thresholds.review,
             block_threshold=draft.thresholds.block, idempotency_key=draft.idempotency_key, request_digest=digest,
             created_at=utcnow(),
         )
         session.add(submission)
         rows = []
-        for position, (photo, is_flagged) in enumerate(zip(draft.photos, flagged)):
+        for position, photo in enumerate(draft.photos):
             row = Photo(
                 submission=submission, position=position, sha256=hashlib.sha256(photo.data).hexdigest(),
-                risk=photo.result.risk, decision=photo.result.decision,
-                result=photo.result.model_dump(mode="json", include=_STORED_RESULT_FIELDS),
+                risk=photo.score.risk, decision=photo.score.decision.value,
+                result=stored_result(photo.score, draft.model.categories),
             )
             session.add(row)
             rows.append(row)
         session.flush()  # photo ids, for the blobs
         if status == Status.PENDING:
             # Only the flagged photos of a pending post are kept, for its reviewers; a cleared post keeps none.
-            for row, photo, is_flagged in zip(rows, draft.photos, flagged):
-                if is_flagged:
+            for row, photo in zip(rows, draft.photos):
+                if photo.flagged:
                     session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.kept))
         _audit(session, actor, "submitted", unit=actor.unit, submission=submission.id, details={
             "status": status.value, "account": draft.account, "risk": submission.risk,
@@ -347,7 +355,7 @@ class ReviewStore:
         })
         return submission
 
-    def list_submissions(self, actor: Principal, status: Status | None, limit: int, offset: int) -> tuple[list[SubmissionOut], int]:
+    def list_submissions(self, actor: Principal, status: Status | None, limit: int, offset: int) -> tuple[list[SubmissionRecord], int]:
         with self._read() as session:
             query = select(Submission).options(selectinload(Submission.photos))
             query = _visible_to(actor, query)
@@ -357,7 +365,7 @@ class ReviewStore:
             # The queue is worked oldest first; history is read newest first.
             order = Submission.created_at.asc() if status == Status.PENDING else Submission.created_at.desc()
             rows = session.scalars(query.order_by(order, Submission.id).limit(limit).offset(offset)).all()
-            return [_submission_out(session, row) for row in rows], total or 0
+            return [submission_record(session, row) for row in rows], total or 0
 
     def count_by_status(self) -> dict[str, int]:
         """How many submissions there are in each status, over every unit (for the metrics)."""
@@ -365,13 +373,13 @@ class ReviewStore:
             rows = session.execute(select(Submission.status, func.count()).group_by(Submission.status))
             return {status: total for status, total in rows}
 
-    def get(self, actor: Principal, submission_id: str) -> SubmissionOut:
+    def get(self, actor: Principal, submission_id: str) -> SubmissionRecord:
         with self._read() as session:
-            return _submission_out(session, self._visible(session, actor, submission_id))
+            return submission_record(session, self._visible(session, actor, submission_id))
 
     def photo(self, actor: Principal, submission_id: str, position: int) -> tuple[str, bytes]:
         """A stored photo's media type and bytes: for the unit's reviewers only."""
-        _require(actor, Role.REVIEW)
+        require_role(actor, Role.REVIEW)
         with self._read() as session:
             submission = self._visible(session, actor, submission_id)
             blob = session.scalar(
@@ -382,8 +390,8 @@ class ReviewStore:
                 raise NotFound(f"photo {position} of {submission_id} is not stored ({why})")
             return blob.media_type, blob.data
 
-    def decide(self, actor: Principal, submission_id: str, approve: bool, comment: str) -> SubmissionOut:
-        _require(actor, Role.REVIEW)
+    def decide(self, actor: Principal, submission_id: str, approve: bool, comment: str) -> SubmissionRecord:
+        require_role(actor, Role.REVIEW)
         if not approve and not comment.strip():
             raise Invalid("say why in the comment when rejecting")
         status = Status.APPROVED if approve else Status.REJECTED
@@ -411,7 +419,7 @@ class ReviewStore:
                     body=_webhook_body(submission), attempts=0, next_attempt_at=now,
                 ))
             session.flush()
-            return _submission_out(session, submission)
+            return submission_record(session, submission)
 
     def purge(self, actor: Principal, retention: timedelta, now: datetime | None = None) -> PurgeReport:
         """Delete the stored photos of submissions decided more than ``retention`` ago; keep everything else."""
@@ -445,7 +453,7 @@ class ReviewStore:
 
     # --- audit ------------------------------------------------------------------------------------
 
-    def audit_events(self, since: datetime | None = None, unit: str | None = None, batch: int = 1000) -> Iterator[AuditEventOut]:
+    def audit_events(self, since: datetime | None = None, unit: str | None = None, batch: int = 1000) -> Iterator[AuditRecord]:
         """Every audit event in order, read a batch at a time so millions of them stream in bounded memory."""
         last_id = 0
         while True:
@@ -458,15 +466,19 @@ class ReviewStore:
                 rows = session.scalars(query).all()
             if not rows:
                 return
-            for row in rows:
-                yield AuditEventOut(id=row.id, at=row.at, action=row.action, actor=row.actor, unit=row.unit_id,
-                                    submission_id=row.submission_id, details=row.details)
+            yield from (audit_record(row) for row in rows)
             last_id = rows[-1].id
 
 
-def _require(actor: Principal, role: Role) -> None:
+def require_role(actor: Principal, role: Role) -> None:
+    """The one role check, for the store's methods and the routes' key dependencies alike."""
     if actor.role != role:
-        raise Forbidden(f"this needs a {role.value} key, not a {actor.role.value} key")
+        raise Forbidden(f"this needs {_a(role.value)} key, not {_a(actor.role.value)} key")
+
+
+def _a(word: str) -> str:
+    """The word with its indefinite article: "a review", "an admin"."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _visible_to(actor: Principal, query: Any) -> Any:
@@ -483,20 +495,11 @@ def _audit(session: Session, actor: Principal, action: str, *, unit: str | None 
                            details=details))
 
 
-def _key_out(row: ApiKey) -> KeyOut:
-    return KeyOut(prefix=row.prefix, role=row.role, unit=row.unit_id, label=row.label, created_at=row.created_at,
-                  revoked_at=row.revoked_at)
-
-
-def _key_name(row: ApiKey) -> str:
-    return f"{row.prefix} ({row.label})" if row.label else row.prefix
-
-
 def _already(session: Session, submission: Submission) -> str:
     if submission.status == Status.CLEARED.value:
         return f"submission {submission.id} was cleared at once: there is nothing to decide"
     decider = session.get(ApiKey, submission.decided_by) if submission.decided_by else None
-    who = f" by {_key_name(decider)}" if decider else ""
+    who = f" by {key_name(decider)}" if decider else ""
     return f"submission {submission.id} was already {submission.status}{who} at {submission.decided_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
@@ -506,36 +509,3 @@ def _webhook_body(submission: Submission) -> str:
         "unit": submission.unit_id, "account": submission.account, "comment": submission.comment,
         "decided_at": submission.decided_at.isoformat() if submission.decided_at else None,
     }, ensure_ascii=False, separators=(",", ":"))
-
-
-def _submission_out(session: Session, submission: Submission) -> SubmissionOut:
-    stored = set(session.scalars(
-        select(PhotoBlob.photo_id).join(Photo).where(Photo.submission_id == submission.id)
-    ))
-    decider = session.get(ApiKey, submission.decided_by) if submission.decided_by else None
-    deliveries = session.scalars(
-        select(WebhookDelivery).where(WebhookDelivery.submission_id == submission.id).order_by(WebhookDelivery.id)
-    )
-    return SubmissionOut(
-        id=submission.id, unit=submission.unit_id, account=submission.account, caption=submission.caption,
-        status=submission.status, risk=submission.risk,
-        model=ModelRef(name=submission.model_name, version=submission.model_version),
-        thresholds=ThresholdsOut(review=submission.review_threshold, block=submission.block_threshold),
-        created_at=submission.created_at, decided_at=submission.decided_at,
-        decided_by=_key_name(decider) if decider else None,
-        comment=submission.comment, photos_purged_at=submission.photos_purged_at,
-        photos=[
-            ReviewPhoto(
-                position=photo.position, sha256=photo.sha256, risk=photo.risk, decision=photo.decision,
-                stored=photo.id in stored,
-                url=f"/v1/submissions/{submission.id}/photos/{photo.position}" if photo.id in stored else None,
-                **photo.result,
-            )
-            for photo in submission.photos
-        ],
-        webhook_deliveries=[
-            Delivery(attempts=d.attempts, delivered_at=d.delivered_at, gave_up_at=d.gave_up_at,
-                     next_attempt_at=d.next_attempt_at, last_status=d.last_status, last_error=d.last_error)
-            for d in deliveries
-        ],
-    )

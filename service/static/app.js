@@ -30,11 +30,6 @@
       photoAlt: (name) => `Foto ${name}`,
       noPreview: "Pratinjau tidak tersedia di peramban ini.",
       photoFailed: "Foto ini tidak dapat dinilai.",
-      errorCodes: {
-        unsupported_format: "Format foto tidak dikenali.",
-        decode_failed: "Foto rusak atau tidak dapat dibuka.",
-        too_many_pixels: "Ukuran foto terlalu besar.",
-      },
       serviceSays: "Pesan layanan:",
       unauthorized: "Kunci API diperlukan atau salah (401). Isi kolom Kunci API di atas, lalu pilih foto lagi.",
       model: (name, version) => `Model: ${name} ${version}`,
@@ -63,11 +58,6 @@
       photoAlt: (name) => `Photo ${name}`,
       noPreview: "No preview in this browser.",
       photoFailed: "This photo could not be scored.",
-      errorCodes: {
-        unsupported_format: "The photo's format is not recognised.",
-        decode_failed: "The photo is damaged or cannot be opened.",
-        too_many_pixels: "The photo is too large.",
-      },
       serviceSays: "The service says:",
       unauthorized: "An API key is needed, or the one given is wrong (401). Enter it in the API key field above, " +
         "then choose the photos again.",
@@ -76,7 +66,7 @@
   });
 
   const KEY_STORE = "flexguard.apiKey"; // sessionStorage only: gone when the tab closes
-  const { $, el, storage, clamp, decisionOf } = window.flexguard;
+  const { $, el, storage, clamp, decisionOf, errorWords } = window.flexguard;
 
   let lang = window.flexguard.savedLanguage();
   let items = []; // [{file, url, result}] for the current selection; result undefined while pending
@@ -140,7 +130,7 @@
       const error = result.error || {};
       li.classList.add("failed");
       li.append(el("div", { className: "error" },
-        el("p", { className: "error-title" }, t().errorCodes[error.code] || t().photoFailed),
+        el("p", { className: "error-title" }, errorWords(error.code, lang) || t().photoFailed),
         el("p", { className: "error-message" }, `${t().serviceSays} ${error.message || error.code || "?"}`)));
       return li;
     }

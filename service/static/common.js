@@ -1,12 +1,19 @@
 // flexguard: what the try-it page (app.js) and the reviewer page (review.js) share, written once so that
 // both pages build the DOM, word things, keep the language and show a photo's scores and evidence boxes
 // the same way.
-// No build step and no modules: each page loads this file first, and it exposes window.flexguard.
+// No build step and no modules: each page loads words.js (window.flexguardWords, the service's one table of
+// user-facing words: decisions, categories, error codes, in both languages) and then this file, which
+// exposes window.flexguard.
 "use strict";
 
 window.flexguard = (() => {
   const LANG_STORE = "flexguard.lang"; // one language choice per browser, for both pages
-  const DECISIONS = ["allow", "review", "block"];
+  const WORDS = window.flexguardWords;
+  const DECISIONS = WORDS.decision_order;
+  // { allow: "...", review: "...", block: "..." } in one language, from the table.
+  const decisionWords = (lang) => Object.fromEntries(DECISIONS.map((d) => [d, WORDS.decisions[d][lang]]));
+  // What an error code means, in one language; undefined for a code the table does not know.
+  const errorWords = (code, lang) => WORDS.errors[code]?.[lang];
 
   // The UI strings both pages use, in both languages; each page adds its own with withSharedStrings().
   const SHARED_STRINGS = {
@@ -14,7 +21,7 @@ window.flexguard = (() => {
       langName: "Bahasa Indonesia",
       locale: "id-ID",
       risk: "Risiko",
-      decisions: { allow: "Aman", review: "Perlu ditinjau", block: "Jangan diunggah" },
+      decisions: decisionWords("id"),
       categories: "Kategori",
       evidence: "Kotak pada foto menandai:",
       refused: (status, detail) => `Permintaan ditolak (${status}): ${detail}`,
@@ -25,7 +32,7 @@ window.flexguard = (() => {
       langName: "English",
       locale: "en-GB",
       risk: "Risk",
-      decisions: { allow: "Allow", review: "Needs review", block: "Block" },
+      decisions: decisionWords("en"),
       categories: "Categories",
       evidence: "Boxes on the photo mark:",
       refused: (status, detail) => `The request was refused (${status}): ${detail}`,
@@ -126,7 +133,7 @@ window.flexguard = (() => {
   }
 
   return Object.freeze({
-    $, el, storage, pct, clamp, decisionOf, categoryName,
+    $, el, storage, pct, clamp, decisionOf, errorWords, categoryName,
     withSharedStrings, savedLanguage, switchLanguage, showLanguage,
     drawEvidence, captionEvidence, categoryBars,
   });

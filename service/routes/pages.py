@@ -1,8 +1,10 @@
 """The pages: static, offline (no build step, no CDN): the try-it page at ``/``, the reviewer page at ``/review``.
 
 ``index.html`` loads ``/static/app.js`` and ``/static/style.css``, ``review.html`` loads
-``/static/review.js`` and the same style sheet; both pages load ``/static/common.js`` first, the helpers
-their scripts share (no build step, so no bundler to share them otherwise). All of them are package data read
+``/static/review.js`` and the same style sheet; both pages load ``/static/words.js`` (the user-facing
+words of ``flexguard.models.vocabulary``, written by ``words_script``: no second copy in JavaScript)
+and ``/static/common.js`` first, the helpers their scripts share (no build step, so no bundler to share
+them otherwise). All of them are package data read
 with importlib.resources, so the page works from an installed wheel as well as from the checkout.
 The Content-Security-Policy keeps the page to this origin: scripts, styles and requests go only
 to this service, and photos are shown from local ``blob:`` URLs, never uploaded anywhere else.
@@ -15,14 +17,18 @@ from importlib.resources import files
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
+from flexguard.models.vocabulary import words_script
+
 router = APIRouter(include_in_schema=False)
-STATIC = files(__package__).joinpath("static")
+STATIC = files("flexguard.service").joinpath("static")
+WORDS_SCRIPT = "words.js"
+JAVASCRIPT = "text/javascript; charset=utf-8"
 
 # The only files served, with their content types; nothing else under static/ is reachable.
 ASSETS: dict[str, str] = {
-    "common.js": "text/javascript; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "review.js": "text/javascript; charset=utf-8",
+    "common.js": JAVASCRIPT,
+    "app.js": JAVASCRIPT,
+    "review.js": JAVASCRIPT,
     "style.css": "text/css; charset=utf-8",
 }
 
@@ -50,6 +56,11 @@ async def index() -> Response:
 @router.get("/review")
 async def review() -> Response:
     return _file("review.html", "text/html; charset=utf-8")
+
+
+@router.get(f"/static/{WORDS_SCRIPT}")
+async def words() -> Response:
+    return Response(words_script(), media_type=JAVASCRIPT, headers=HEADERS)
 
 
 @router.get("/static/{name}")

@@ -4,7 +4,7 @@ cannot finish in time. Needs the optional extra: ``pip install 'flexguard[ray]'`
 This process still walks the folders and keeps the output file, exactly as with the local engine;
 Ray only scores. The paths to score become a dataset, and ``map_batches`` runs them through a pool of
 actors that each load the engine once and read, decode and score their batches with the same
-``scan_rows`` functions as the local engine. Rows come back as JSON text (nested fields cross Arrow
+``rows`` functions as the local engine. Rows come back as JSON text (nested fields cross Arrow
 untouched, floats exactly as the engine rounded them) and are appended as they stream in.
 
 Paths rather than ``ray.data.read_binary_files``: a read task that meets an unreadable file fails its
@@ -24,8 +24,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .engine import Engine
-from .scan_rows import ModelIdentity, ScanError, load, score_loaded
+from flexguard.inference.engine import Engine
+from .rows import ModelIdentity, ScanError, load, score_loaded
 
 # Ray schedules one actor per CPU; more onnxruntime threads per actor would only fight over cores.
 ACTOR_CPUS = 1

@@ -24,10 +24,10 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort  # noqa: E402
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, ModelMetadataError, Thresholds
+from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, ModelMetadataError, Thresholds, overall_risk
 from flexguard.models.preprocessing import Placement, load_image, open_image, preprocess
 
-from .errors import ErrorCode
+from flexguard.models.vocabulary import ErrorCode
 
 # An evidence box covers the map cells that reach this share of the category's peak activation and
 # touch the peak: the object's extent without stray activity elsewhere in the photo.
@@ -255,7 +255,7 @@ class Engine:
     def result(self, prepared: Prepared, scores: np.ndarray, cams: np.ndarray, thresholds: Thresholds, timing: Timing) -> ImageScore:
         """One photo's row of the model outputs as risk, decision and evidence under ``thresholds``."""
         ids = self.info.category_ids
-        risk = float(scores.max())
+        risk = float(overall_risk(scores))
         evidence = [
             Evidence(ids[i], round(float(scores[i]), 4), evidence_box(cams[i], prepared.placement))
             for i in np.argsort(-scores)

@@ -18,6 +18,9 @@ A full disk or a read-only file system never leaves a damaged row: each row goes
 (no Python buffer holding half a row), and if a write fails part-way the file is cut back to the end of
 the last whole row before the scan stops with a ``ScanError`` that names the cause. Rerunning, once
 there is room, continues from there.
+
+Just over 300 lines: reading back, repairing and appending both formats is one crash-safety
+argument, kept in one place.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Sequence
 
-from .scan_rows import ModelIdentity, ScanError, csv_header, from_csv_record, to_csv_record
+from .rows import ModelIdentity, ScanError, csv_header, from_csv_record, to_csv_record
 
 SIDECAR_SUFFIX = ".scan.json"
 SIDECAR_FORMAT = 1

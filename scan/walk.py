@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Container, Iterator, Sequence
 
-from .scan_rows import ScanError
+from .rows import ScanError
 
 # Enough to tell every signature below apart.
 SNIFF_BYTES = 32

@@ -1,8 +1,8 @@
 """``flexguard scan``: score every photo under some folders into a resumable output file.
 
-This module only wires the parts together: ``scan_walk`` finds the photos, a scorer (``scan_local``,
-``scan_ray`` or ``scan_server``) turns paths into rows, ``scan_output`` appends them to the output
-file and knows what an earlier, interrupted run already did, and ``scan_report`` writes the reviewer's
+This module only wires the parts together: ``walk`` finds the photos, a scorer (``local``,
+``ray_engine`` or ``server``) turns paths into rows, ``journal`` appends them to the output
+file and knows what an earlier, interrupted run already did, and ``report`` writes the reviewer's
 HTML. Progress goes to stderr (a bar on a terminal, a line now and then in a log); the summary is
 returned for the command to print.
 """
@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Protocol, Sequence, TextIO
@@ -21,10 +21,12 @@ from typing import Any, ClassVar, Iterable, Iterator, Protocol, Sequence, TextIO
 from tqdm import tqdm
 
 from flexguard.models import shipped_model_path
+from flexguard.models.vocabulary import FLAGGED
 
-from .scan_output import Journal, ScanParams, read_rows
-from .scan_rows import DECISIONS, FLAGGED, ModelIdentity, ScanError
-from .scan_walk import Walk
+from .journal import Journal, ScanParams, read_rows
+from .rows import ModelIdentity, ScanError
+from .summary import ScanSummary
+from .walk import Walk
 
 # Photos per request (--server) or per Ray actor call: enough to share each call's fixed costs; the
 # local engine uses LOCAL_BATCH_SIZE instead, for the reason given there.
@@ -68,48 +70,6 @@ class ScanOptions:
             local = self.engine == "local" and not self.server
             # The dataclass is frozen; this is its constructor finishing the default.
             object.__setattr__(self, "batch_size", self.LOCAL_BATCH_SIZE if local else DEFAULT_BATCH_SIZE)
-
-
-@dataclass
-class ScanSummary:
-    out: Path
-    rows: int = 0
-    previous: int = 0
-    scored: int = 0
-    failed: int = 0
-    elapsed_s: float = 0.0
-    decisions: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
-    unreadable_folders: list[str] = field(default_factory=list)
-    report: Path | None = None
-
-    @property
-    def files_per_s(self) -> float:
-        return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def at_or_over(self, decision: str) -> int:
-        """Rows in the whole output (earlier runs included) whose decision is ``decision`` or worse."""
-        return sum(self.decisions[d] for d in DECISIONS[DECISIONS.index(decision):])
-
-    def lines(self) -> list[str]:
-        def counts(counter: Counter, order: Iterable[str] | None = None) -> str:
-            keys = list(order) if order is not None else sorted(counter)
-            return ", ".join(f"{key} {counter[key]}" for key in keys if counter[key]) or "none"
-
-        this_run = self.scored + self.failed
-        lines = [
-            f"scanned {this_run} files ({self.scored} scored, {self.failed} errors) in "
-            f"{timedelta(seconds=round(self.elapsed_s))}, {self.files_per_s:.1f} files/s",
-            f"{self.out}: {self.rows} rows" + (f" ({self.previous} from earlier runs)" if self.previous else ""),
-            f"decisions: {counts(self.decisions, DECISIONS)}",
-            f"errors: {counts(self.errors)}",
-            f"skipped: {counts(self.skipped)}",
-        ]
-        lines += [f"could not read folder: {folder}" for folder in self.unreadable_folders]
-        if self.report is not None:
-            lines.append(f"report: {self.report}")
-        return lines
 
 
 class Progress:
@@ -174,15 +134,15 @@ def _scorer(options: ScanOptions) -> Scorer:
     # The heavy imports (onnxruntime, httpx, ray) wait until we know which one the scan needs.
     workers = options.workers or len(os.sched_getaffinity(0))
     if options.server:
-        from .scan_server import ServerScorer
+        from .server import ServerScorer
 
         return ServerScorer(options.server, workers, options.batch_size)
     model = options.model or shipped_model_path()
     if options.engine == "ray":
-        from .scan_ray import RayScorer
+        from .ray_engine import RayScorer
 
         return RayScorer(model, options.ray_address, options.workers, options.batch_size)
-    from .scan_local import LocalScorer
+    from .local import LocalScorer
 
     return LocalScorer(model, workers, options.batch_size)
 
@@ -203,7 +163,7 @@ def run_scan(options: ScanOptions, stream: TextIO | None = None) -> ScanSummary:
     finally:
         scorer.close()
     if options.report is not None:
-        from .scan_report import write_report
+        from .report import write_report
 
         write_report(options.report, read_rows(options.out, scorer.model), scorer.model, summary, walk.roots)
         summary.report = options.report

@@ -2,56 +2,41 @@
 
 For machines that should not hold the model, or when one shared service does the work for many
 scanners. The rows are those of the local engine: this client reads each file and takes its size and
-hash itself, the service runs the same engine on the same bytes, and ``scan_rows.service_row`` turns
+hash itself, the service runs the same engine on the same bytes, and ``rows.service_row`` turns
 its answer into the same fields. Only the bytes travel; file names are not sent.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Sequence
 
 import httpx
-from PIL import Image
 
-from .scan_rows import CategoryLabel, FileError, FileFacts, ModelIdentity, ScanError, error_row, read_file, service_row
+from flexguard.models.vocabulary import ErrorCode
+from flexguard.models.wire import API_KEY_HEADER, MODEL_ROUTE, PHOTO_FIELD, SCORE_ROUTE
 
-SCORE_ENDPOINT = "/v1/score"
-# The service takes at most this many photos per request (its FLEXGUARD_MAX_FILES default).
-SERVICE_MAX_FILES = 64
+from .inflight import rows_in_order
+from .rows import CategoryLabel, FileError, FileFacts, ModelIdentity, ScanError, error_row, read_file, service_row
+
 API_KEY_ENV = "FLEXGUARD_API_KEY"
-API_KEY_HEADER = "X-API-Key"
 # A request of 64 phone photos can take a while on a busy CPU-only service.
 REQUEST_TIMEOUT_S = 300.0
 # Transient failures (connection reset, 502/503 while the service restarts) are retried with a
 # doubling pause before the scan stops; rows already written stay, and a rerun continues.
 RETRIES = 4
 FIRST_RETRY_PAUSE_S = 1.0
-# The service refused this one file (too many bytes for its limit).
-REJECTED = "rejected_by_server"
 HTTP_TOO_LARGE = 413
 HTTP_UNAUTHORIZED = (401, 403)
 HTTP_SERVER_ERROR = 500
 # How much of a service's error answer is quoted in a message.
 MAX_QUOTED_CHARS = 200
-# Batches in flight per worker: one being scored by the service while the next is read and uploaded.
-BATCHES_PER_WORKER = 2
 
 
 class _TooLarge(Exception):
     """The service answered 413: a photo in the request is over its size limit."""
-
-
-def _probe_photo() -> bytes:
-    """A 1x1 PNG: scoring it tells us the service's model without sending any real photo."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class ServerScorer:
@@ -60,7 +45,7 @@ class ServerScorer:
             raise ScanError(f"--server needs an http:// or https:// URL, not {url!r}")
         self.url = url.rstrip("/")
         self.workers = workers
-        self.batch_size = min(batch_size, SERVICE_MAX_FILES)
+        self.batch_size = batch_size
         api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         headers = {API_KEY_HEADER: api_key} if api_key else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=REQUEST_TIMEOUT_S)
@@ -71,21 +56,25 @@ class ServerScorer:
             raise
 
     def _probe(self) -> ModelIdentity:
+        """The service's model and request limit, from ``GET /v1/model`` (no photo is sent)."""
         # No retries: a wrong URL or a service that is down should fail at once, before anything is written.
-        answer = self._post([_probe_photo()], retries=0)
-        result = answer["results"][0]
-        if not result.get("ok"):
-            raise ScanError(f"{self.url} could not score a test photo: {result.get('error')}")
-        categories = tuple(CategoryLabel(c["id"], c["name_en"], c["name_id"]) for c in result["categories"])
-        return ModelIdentity(answer["model"]["name"], answer["model"]["version"], categories)
+        response = self._request("GET", MODEL_ROUTE, retries=0)
+        try:
+            answer = response.json()
+            categories = tuple(CategoryLabel(c["id"], c["name_en"], c["name_id"]) for c in answer["categories"])
+            identity = ModelIdentity(str(answer["name"]), str(answer["version"]), categories)
+            # One request never carries more photos than the service takes.
+            self.batch_size = min(self.batch_size, int(answer["limits"]["max_files"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ScanError(f"{self.url}{MODEL_ROUTE} does not answer like a flexguard service ({error})") from None
+        return identity
 
-    def _post(self, photos: Sequence[bytes], retries: int = RETRIES) -> dict[str, Any]:
-        """POST photos to the service and return its parsed answer; ``_TooLarge`` if it refused their size."""
-        files = [("files", (str(index), data, "application/octet-stream")) for index, data in enumerate(photos)]
+    def _request(self, method: str, route: str, retries: int = RETRIES, **kwargs: Any) -> httpx.Response:
+        """One request, retried on transient failures; refusals of the key or of a size are raised."""
         pause = FIRST_RETRY_PAUSE_S
         for attempt in itertools.count():
             try:
-                response = self.client.post(SCORE_ENDPOINT, files=files)
+                response = self.client.request(method, route, **kwargs)
                 if response.status_code < HTTP_SERVER_ERROR:
                     break
                 problem = f"HTTP {response.status_code}"
@@ -102,7 +91,13 @@ class ServerScorer:
         if response.status_code == HTTP_TOO_LARGE:
             raise _TooLarge(response.text[:MAX_QUOTED_CHARS])
         if response.is_error:
-            raise ScanError(f"{self.url}{SCORE_ENDPOINT} answered HTTP {response.status_code}: {response.text[:MAX_QUOTED_CHARS]}")
+            raise ScanError(f"{self.url}{route} answered HTTP {response.status_code}: {response.text[:MAX_QUOTED_CHARS]}")
+        return response
+
+    def _post(self, photos: Sequence[bytes]) -> dict[str, Any]:
+        """POST photos to the service and return its parsed answer; ``_TooLarge`` if it refused their size."""
+        files = [(PHOTO_FIELD, (str(index), data, "application/octet-stream")) for index, data in enumerate(photos)]
+        response = self._request("POST", SCORE_ROUTE, files=files)
         try:
             answer = response.json()
             if len(answer["results"]) != len(photos) or not {"name", "version"} <= set(answer["model"]):
@@ -141,28 +136,14 @@ class ServerScorer:
         results = self._score_bytes([data for _, _, data, _ in uploads]) if uploads else []
         for (slot, path, _, facts), result in zip(uploads, results):
             if isinstance(result, str):
-                rows[slot] = error_row(path, facts, REJECTED, result, version)
+                rows[slot] = error_row(path, facts, ErrorCode.REJECTED_BY_SERVER, result, version)
             else:
                 rows[slot] = service_row(path, facts, result, version)
         return rows  # type: ignore[return-value]
 
     def rows(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
         """One row per path, in the order given; requests run ``workers`` at a time."""
-        remaining = iter(paths)
-        # Successive lists of up to batch_size paths, until the paths run out (iter stops at []).
-        batches = iter(lambda: list(itertools.islice(remaining, self.batch_size)), [])
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="flexguard-scan-client")
-        waiting: deque[Future[list[dict[str, Any]]]] = deque()
-        try:
-            for batch in itertools.islice(batches, self.workers * BATCHES_PER_WORKER):
-                waiting.append(pool.submit(self._score_batch, batch))
-            while waiting:
-                rows = waiting.popleft().result()
-                for batch in itertools.islice(batches, 1):
-                    waiting.append(pool.submit(self._score_batch, batch))
-                yield from rows
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        return rows_in_order(paths, self.batch_size, self.workers, self._score_batch, "flexguard-scan-client")
 
     def close(self) -> None:
         self.client.close()

@@ -24,17 +24,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
 from flexguard.models.preprocessing import PreprocessSpec, load_image, open_image
+from flexguard.models.vocabulary import DECISION_WORDS, DECISIONS, FLAGGED
 
-from .scan_rows import DECISIONS, FLAGGED, ModelIdentity
-from .scan_walk import EXCLUDED, HIDDEN, NOT_IMAGE, NOT_REGULAR, REVISITED, UNREADABLE_FOLDER
-
-if TYPE_CHECKING:
-    from .scan import ScanSummary
+from .rows import ModelIdentity
+from .summary import ScanSummary
+from .walk import EXCLUDED, HIDDEN, NOT_IMAGE, NOT_REGULAR, REVISITED, UNREADABLE_FOLDER
 
 MAX_FLAGGED = 1000
 ALLOWED_SAMPLE = 48
@@ -48,9 +47,7 @@ TEMPLATE = "templates/scan_report.html"
 # Every piece of text the reviewer reads, in Bahasa Indonesia and English.
 TEXT = {
     "heading": ("Laporan pemindaian foto", "Photo scan report"),
-    "block": ("Blokir", "Block"),
-    "review": ("Tinjau", "Review"),
-    "allow": ("Izinkan", "Allow"),
+    **{decision.value: (words.id, words.en) for decision, words in DECISION_WORDS.items()},
     "risk": ("risiko", "risk"),
     "summary": ("Ringkasan", "Summary"),
     "files": ("Berkas di hasil pemindaian", "Files in the scan output"),
@@ -172,7 +169,7 @@ def _counts_table(counter: Counter, heading: str, order: Sequence[str] | None = 
     return f'<h3>{_text(heading)}</h3><table><tbody>{rows}</tbody></table>'
 
 
-def _summary(summary: "ScanSummary", model: ModelIdentity, roots: Sequence[str], notes: Sequence[str]) -> str:
+def _summary(summary: ScanSummary, model: ModelIdentity, roots: Sequence[str], notes: Sequence[str]) -> str:
     generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     facts = (
         ("output", f"{summary.out} ({summary.rows})"),
@@ -194,7 +191,7 @@ def _summary(summary: "ScanSummary", model: ModelIdentity, roots: Sequence[str],
 
 
 def _filters(model: ModelIdentity) -> str:
-    boxes = "".join(f'<label><input type="checkbox" name="decision" value="{d}" checked> {_text(d)}</label> ' for d in ("block", "review", "allow"))
+    boxes = "".join(f'<label><input type="checkbox" name="decision" value="{d}" checked> {_text(d)}</label> ' for d in reversed(DECISIONS))
     options = "".join(f'<option value="{html.escape(c.id)}">{html.escape(c.name_id)} / {html.escape(c.name_en)}</option>' for c in model.categories)
     return (f'<span>{_text("decision")}: {boxes}</span>'
             f'<label>{_text("category")}: <select id="category"><option value="">{html.escape(" / ".join(TEXT["all_categories"]))}</option>'
@@ -212,7 +209,7 @@ def _errors(errors: _Smallest) -> str:
     return f'<section id="errors"><h2>{_text("errors")}</h2><table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{more}</section>'
 
 
-def write_report(path: Path, rows: Iterable[dict[str, Any]], model: ModelIdentity, summary: "ScanSummary", roots: Sequence[str]) -> None:
+def write_report(path: Path, rows: Iterable[dict[str, Any]], model: ModelIdentity, summary: ScanSummary, roots: Sequence[str]) -> None:
     """Write the HTML report for the rows of a finished scan."""
     flagged = _Smallest(MAX_FLAGGED, lambda r: (-r["risk"], r["path"]))
     # Ordering by content hash picks an unbiased sample that is the same every time the report is made.

@@ -22,28 +22,17 @@ variants tried are in docs/performance.md, "Scan benchmark"):
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
-from .engine import Engine
-from .scan_rows import ModelIdentity, load, score_loaded
+from flexguard.inference.engine import Engine
+
+from .inflight import rows_in_order
+from .rows import ModelIdentity, load, score_loaded
 
 # Workers run their model calls side by side, so each call gets one onnxruntime thread: with
 # ``workers`` set to the cores, calls and cores match one to one.
 MODEL_THREADS_PER_CALL = 1
-# Batches in flight per worker: one being scored and one queued, so a worker that finishes never waits
-# for the main thread (busy writing rows) to hand it the next. Memory stays bounded however many files
-# the scan has: workers x 2 batches of prepared photos (~0.8 MB each), 6.4 MB at 2 workers and batch 2.
-QUEUED_BATCHES_PER_WORKER = 2
-
-
-def _batches(paths: Iterable[str], size: int) -> Iterator[list[str]]:
-    remaining = iter(paths)
-    while batch := list(itertools.islice(remaining, size)):
-        yield batch
 
 
 class LocalScorer:
@@ -53,28 +42,13 @@ class LocalScorer:
         self.workers = workers
         self.batch_size = batch_size
 
-    def _score(self, paths: list[str]) -> list[dict[str, Any]]:
+    def _score(self, paths: Sequence[str]) -> list[dict[str, Any]]:
         """One worker's job: read and decode a batch, then score it in one model call."""
         return score_loaded(self.engine, [load(self.engine, path) for path in paths])
 
     def rows(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
         """One row per path, in the order given, as soon as its batch is scored."""
-        batches = _batches(paths, self.batch_size)
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="flexguard-scan")
-        waiting: deque[Future[list[dict[str, Any]]]] = deque()
-        try:
-            for batch in itertools.islice(batches, self.workers * QUEUED_BATCHES_PER_WORKER):
-                waiting.append(pool.submit(self._score, batch))
-            while waiting:
-                rows = waiting.popleft().result()
-                # Hand out the next batch before writing these rows, so no worker idles meanwhile.
-                for batch in itertools.islice(batches, 1):
-                    waiting.append(pool.submit(self._score, batch))
-                yield from rows
-        finally:
-            # On Ctrl-C or an error downstream: drop queued batches, let the running ones finish (their
-            # rows were never written, so a rerun scores them again).
-            pool.shutdown(wait=True, cancel_futures=True)
+        return rows_in_order(paths, self.batch_size, self.workers, self._score, "flexguard-scan")
 
     def close(self) -> None:
         """Nothing to release: the engine goes with the object."""

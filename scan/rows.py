@@ -16,26 +16,19 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from flexguard.models.metadata import ModelInfo
+from flexguard.models.vocabulary import ErrorCode
 
-from .engine import Engine, ImageError, ImageScore, Prepared
+from flexguard.inference.engine import Engine, ImageError, ImageScore, Prepared
 
 # Every row has these keys, in this order (CSV columns replace "scores" by one column per category).
 ROW_KEYS = (
     "path", "size", "sha256", "ok", "risk", "decision", "scores", "evidence",
     "width", "height", "format", "model_version", "error_code", "error_message",
 )
-DECISIONS = ("allow", "review", "block")
-# The decisions a reviewer has to look at.
-FLAGGED = ("review", "block")
 # A photo is never this big; refusing it keeps a stray disk image or video with a JPEG header from
 # being read into memory (it still gets a row, with its size and hash).
 MAX_FILE_BYTES = 256 * 1024 * 1024
 SCORE_COLUMN_PREFIX = "score_"
-# Error codes the scanner adds to the engine's own (unsupported_format, decode_failed, too_many_pixels).
-DECODE_FAILED = "decode_failed"  # the engine's code, reused for decoder crashes it does not map itself
-READ_FAILED = "read_failed"
-EMPTY_FILE = "empty_file"
-TOO_LARGE = "too_large"
 
 
 class ScanError(ValueError):
@@ -109,15 +102,15 @@ def read_file(path: str) -> tuple[bytes, FileFacts]:
         size = os.stat(path).st_size
         if size > MAX_FILE_BYTES:
             message = f"{size} bytes is over the limit of {MAX_FILE_BYTES} bytes for a photo"
-            raise FileError(TOO_LARGE, message, FileFacts(size, _sha256_of_file(path)))
+            raise FileError(ErrorCode.TOO_LARGE, message, FileFacts(size, _sha256_of_file(path)))
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
-        raise FileError(READ_FAILED, f"the file could not be read: {error.strerror or error}") from None
+        raise FileError(ErrorCode.READ_FAILED, f"the file could not be read: {error.strerror or error}") from None
     facts = FileFacts(len(data), hashlib.sha256(data).hexdigest())
     if not data:
         # Pillow would call it an unknown format; a zero-byte "photo" is usually a failed copy, so say so.
-        raise FileError(EMPTY_FILE, "the file is empty", facts)
+        raise FileError(ErrorCode.EMPTY_FILE, "the file is empty", facts)
     return data, facts
 
 
@@ -134,7 +127,7 @@ def load(engine: Engine, path: str) -> Loaded:
     except Exception as error:  # noqa: BLE001
         # Malformed files can make Pillow's decoders raise almost anything (struct.error, IndexError...);
         # in a batch of a million files that is one bad file, not a reason to stop the scan.
-        return Loaded(path, facts, ImageError(DECODE_FAILED, f"the image could not be decoded: {type(error).__name__}: {error}"))
+        return Loaded(path, facts, ImageError(ErrorCode.DECODE_FAILED, f"the image could not be decoded: {type(error).__name__}: {error}"))
 
 
 def score_loaded(engine: Engine, loaded: Sequence[Loaded]) -> list[dict[str, Any]]:

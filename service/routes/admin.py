@@ -1,0 +1,75 @@
+"""Supervisor review for administrators: units, keys and the audit trail (admin key).
+
+The same operations as ``flexguard admin`` on the operator's shell, over HTTP; every change is
+audited by the store with the admin key as the actor.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from flexguard.models.vocabulary import ErrorCode
+
+from ..deps import AdminKey, Review
+from ..openapi import error_responses
+from ..review.audit_export import audit_lines
+from ..review.schemas import KeyIn, KeyOut, NewKey, UnitIn, UnitOut
+from ..review.tables import Role
+from .submissions import KEY_ERRORS
+
+CHANGE_ERRORS = error_responses(*KEY_ERRORS, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT)
+MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@router.post("/units", response_model=UnitOut, status_code=HTTPStatus.CREATED, summary="Add a unit (admin key)",
+             responses=CHANGE_ERRORS)
+async def create_unit(store: Review, body: UnitIn, principal: AdminKey) -> UnitOut:
+    return UnitOut.of(await run_in_threadpool(store.create_unit, principal, body.id, body.name))
+
+
+@router.get("/units", response_model=list[UnitOut], summary="The units (admin key)",
+            responses=error_responses(*KEY_ERRORS))
+async def list_units(store: Review, principal: AdminKey) -> list[UnitOut]:
+    return [UnitOut.of(unit) for unit in await run_in_threadpool(store.units)]
+
+
+@router.post("/keys", response_model=NewKey, status_code=HTTPStatus.CREATED,
+             summary="Make a key; the answer is the only time it is shown (admin key)", responses=CHANGE_ERRORS)
+async def create_key(store: Review, body: KeyIn, principal: AdminKey) -> NewKey:
+    return NewKey.of(await run_in_threadpool(store.create_key, principal, Role(body.role), body.unit, body.label))
+
+
+@router.get("/keys", response_model=list[KeyOut], summary="The keys, by prefix (admin key)",
+            responses=error_responses(*KEY_ERRORS))
+async def list_keys(store: Review, principal: AdminKey,
+                    unit: Annotated[str | None, Query(description="Only this unit's.")] = None) -> list[KeyOut]:
+    return [KeyOut.of(key) for key in await run_in_threadpool(store.keys, unit)]
+
+
+@router.delete("/keys/{prefix}", response_model=KeyOut, summary="Revoke a key (admin key)", responses=CHANGE_ERRORS)
+async def revoke_key(store: Review, prefix: str, principal: AdminKey) -> KeyOut:
+    return KeyOut.of(await run_in_threadpool(store.revoke_key, principal, prefix))
+
+
+@router.get(
+    "/audit", summary="The audit trail, streamed as JSON Lines or CSV (admin key)", response_class=StreamingResponse,
+    responses={HTTPStatus.OK: {"content": {media_type: {} for media_type in MEDIA_TYPES.values()}},
+               **error_responses(*KEY_ERRORS)},
+)
+async def audit(
+    store: Review, principal: AdminKey,
+    format: Annotated[Literal["jsonl", "csv"], Query(description="jsonl (one event per line) or csv.")] = "jsonl",
+    since: Annotated[datetime | None, Query(description="Only events at or after this time (ISO 8601).")] = None,
+    unit: Annotated[str | None, Query(description="Only this unit's events.")] = None,
+) -> StreamingResponse:
+    lines = audit_lines(store.audit_events(since, unit), format)
+    return StreamingResponse(iterate_in_threadpool(lines), media_type=MEDIA_TYPES[format],
+                             headers={"Content-Disposition": f'attachment; filename="flexguard-audit.{format}"'})

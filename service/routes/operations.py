@@ -1,0 +1,45 @@
+"""For operators and clients that need to know what runs: health, readiness, metrics, the model."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from flexguard.models.wire import MODEL_ROUTE
+
+from ..deps import ScorerDep, State
+from ..schemas import ModelResponse, Status
+
+# Never behind a key: the orchestrator probes them.
+health = APIRouter(tags=["operations"])
+# Behind the API keys when they are on (service.app).
+guarded = APIRouter()
+
+
+@health.get("/healthz", response_model=Status, summary="The process is up")
+async def healthz() -> Status:
+    return Status(status="ok")
+
+
+@health.get("/readyz", response_model=Status, summary="The model is loaded and warmed up",
+            responses={HTTPStatus.SERVICE_UNAVAILABLE: {"model": Status, "description": "Still starting."}})
+async def readyz(state: State) -> Any:
+    if state.ready:
+        return Status(status="ready")
+    return JSONResponse(Status(status="starting").model_dump(), status_code=HTTPStatus.SERVICE_UNAVAILABLE)
+
+
+@guarded.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
+             responses={HTTPStatus.OK: {"content": {"text/plain": {}}, "description": "Prometheus text format."}})
+async def prometheus_metrics(state: State) -> Response:
+    body, content_type = state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@guarded.get(MODEL_ROUTE, response_model=ModelResponse, tags=["scoring"],
+             summary="The model being served: taxonomy, thresholds, version, validation metrics, limits")
+async def model(state: State, scorer: ScorerDep) -> ModelResponse:
+    return ModelResponse.of(scorer.engine.info, state.limits)
