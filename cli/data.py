@@ -60,7 +60,7 @@ def _cmd_relabel(args: argparse.Namespace) -> None:
 def _cmd_sheets(args: argparse.Namespace) -> None:
     from flexguard.datasets import gather
 
-    for sheet in gather.batch_sheets(args.batch, args.out):
+    for sheet in gather.sheets(args.batch, args.out, args.model):
         print(f"sheet: {sheet}")
 
 
@@ -106,6 +106,8 @@ def add_parser(commands: argparse._SubParsersAction, run) -> None:
     relabelling.add_argument("names", nargs="+", help="manifest paths or file names")
     relabelling.add_argument("--hard-negative", action="store_true")
 
-    sheets = step("sheets", "contact sheets of a batch, one run per label", _cmd_sheets)
+    sheets = step("sheets", "contact sheets of a batch, one run per label, sorted by a model's risk", _cmd_sheets)
     sheets.add_argument("batch")
     sheets.add_argument("--out", type=Path, default=DEFAULT_SHEETS, help=f"folder (default: {DEFAULT_SHEETS})")
+    sheets.add_argument("--model", type=Path, help="sort each label's photos by this ONNX model's risk (highest first), "
+                                                   "captioned with it, so mislabelled photos stand out")

@@ -6,7 +6,8 @@ training photos leak into validation, and risks taking photos from the hidden ev
 module is the one path photos take into a batch:
 
 1. ``candidates``: list a source's photos (a git directory of a public repository), decode each one,
-   drop the small and the already-known (perceptual hash), and draw numbered contact sheets to look at;
+   drop the small and the already-known (``near_duplicates``), and draw numbered contact sheets
+   (``contact_sheets``) to look at;
 2. ``add``: copy the chosen candidates, by number, into a batch under one label, shrunk to at most
    ``STORED_SIDE`` px and re-encoded, with a manifest row that records repository, commit, path and
    licence as found;
@@ -16,12 +17,15 @@ A batch is ``datasets/batches/<batch>/manifest.csv`` (committed: labels and prov
 ``images/`` beside it (git-ignored: most sources carry no licence to redistribute, so the photos stay
 out of the repository, as ``../shared/flexdata``'s do). The manifest has flexdata's columns plus
 ``source_commit`` and ``dhash``, and loads with :func:`flexguard.datasets.load_manifest`.
+
+A little over 300 lines: the three steps share the batch's layout and its crash-safe writes, and
+read best together.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import hashlib
 import os
 import re
 import subprocess
@@ -31,11 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image
 
 from flexguard.models.taxonomy import CATEGORY_IDS, ORDINARY
 
+from .contact_sheets import batch_sheets, draw_sheets
 from .manifest import IMAGE_SUFFIXES, ManifestError
+from .near_duplicates import HashIndex, dhash, known_photos, open_upright, progress
 
 # Stored photos: at most 384 px on the longest side, JPEG quality 85 (issue #11's data format; about
 # 25 KB a photo, so 10,000 photos stay near 250 MB).
@@ -47,18 +53,13 @@ MIN_SHORT_SIDE = 200
 MIN_FILE_BYTES = 8 * 1024
 # Decoding a huge scan or panorama to look at it is wasted work.
 MAX_FILE_BYTES = 30 * 1024 * 1024
-# The guard's difference hash: a 17x16 grey thumbnail, one bit per horizontal neighbour pair
-# (256 bits). Two photos within NEAR_DUPLICATE_BITS of each other are the same photo resized,
-# recompressed or lightly cropped; the guard uses 12 for the hidden set, we use the same.
-DHASH_SIDE = 16
-NEAR_DUPLICATE_BITS = 12
 # One source should not set the style of a category (GATHERING.md: 30-40 per repository at most).
 PHOTOS_PER_SOURCE_WARNING = 40
-
-# Contact sheets: 6 x 5 tiles of 200 px, numbered, so a person can read every photo and its number.
-SHEET_COLUMNS, SHEET_ROWS, TILE_SIDE = 6, 5, 200
-LABEL_HEIGHT = 22
-FONT_SIZE = 18
+# Candidate captions: the number, then as much of the file name as fits under a tile.
+CAPTION_NAME_CHARS = 18
+# A stored photo's name keeps this much of its file name, and this much of a hash of its whole path.
+STEM_CHARS = 40
+NAME_HASH_CHARS = 8
 
 BATCHES_DIR = Path(__file__).resolve().parent / "batches"
 GUARD = Path(__file__).resolve().parent.parent.parent / "shared" / "holdout-guard" / "guard.py"
@@ -76,97 +77,23 @@ class GatherError(ManifestError):
     """A gathering step that cannot go ahead; the message says what to do instead."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Perceptual hashes: the guard's algorithm, so "duplicate" means the same thing everywhere.
+def batch_manifests() -> list[Path]:
+    return sorted(BATCHES_DIR.glob("*/manifest.csv"))
 
 
-def dhash(image: Image.Image) -> np.ndarray:
-    """256-bit difference hash of an (already upright) image, as 32 packed bytes."""
-    grey = image.convert("L").resize((DHASH_SIDE + 1, DHASH_SIDE), Image.LANCZOS)
-    pixels = np.asarray(grey, dtype=np.int16)
-    return np.packbits((pixels[:, 1:] > pixels[:, :-1]).flatten())
+def known(reference_manifests: Sequence[Path]) -> HashIndex:
+    """Every photo already in the data: the reference manifests (flexdata's) and every batch's."""
+    return known_photos([*reference_manifests, *batch_manifests()])
 
 
-def hamming(reference: np.ndarray, probe: np.ndarray) -> np.ndarray:
-    """Bit distance from ``probe`` (32 bytes) to every row of ``reference`` ([N, 32] bytes)."""
-    if len(reference) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.unpackbits(np.bitwise_xor(reference, probe), axis=1).sum(axis=1)
-
-
-@dataclass
-class HashIndex:
-    """Known photos' hashes and what each one is, for near-duplicate checks."""
-
-    hashes: np.ndarray  # [N, 32] uint8
-    names: list[str]
-
-    def nearest(self, probe: np.ndarray) -> tuple[int, str]:
-        distances = hamming(self.hashes, probe)
-        if len(distances) == 0:
-            return DHASH_SIDE * DHASH_SIDE, ""
-        best = int(distances.argmin())
-        return int(distances[best]), self.names[best]
-
-    def add(self, probe: np.ndarray, name: str) -> None:
-        self.hashes = np.vstack([self.hashes, probe[None, :]])
-        self.names.append(name)
-
-
-def _open_upright(data: bytes | Path) -> Image.Image:
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    with Image.open(source) as image:
-        image.seek(0)
-        return ImageOps.exif_transpose(image).convert("RGB")
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FLEXGUARD_CACHE", Path.cwd() / ".cache")) / "dhash"
-
-
-def _hashes_of_manifest(manifest: Path) -> HashIndex:
-    """Hashes of every photo a manifest lists, from its ``dhash`` column or computed once and cached."""
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    names = [f"{manifest.parent.name}/{row['path']}" for row in rows]
-    if rows and all(row.get("dhash") for row in rows):
-        return HashIndex(np.array([bytearray.fromhex(row["dhash"]) for row in rows], dtype=np.uint8), names)
-    stat = manifest.stat()
-    cache = _cache_dir() / f"{manifest.parent.name}-{manifest.stem}-{stat.st_size}-{int(stat.st_mtime)}.npy"
-    if cache.is_file():
-        return HashIndex(np.load(cache), names)
-    hashes = np.zeros((len(rows), DHASH_SIDE * DHASH_SIDE // 8), dtype=np.uint8)
-    for position, row in enumerate(_progress(rows, f"hashing {manifest}")):
-        hashes[position] = dhash(_open_upright(manifest.parent / row["path"]))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, hashes)
-    return HashIndex(hashes, names)
-
-
-def known_photos(reference_manifests: Sequence[Path]) -> HashIndex:
-    """Every photo already in the data: the given manifests (flexdata's) plus every batch's."""
-    manifests = [*reference_manifests, *sorted(BATCHES_DIR.glob("*/manifest.csv"))]
-    index = HashIndex(np.zeros((0, DHASH_SIDE * DHASH_SIDE // 8), dtype=np.uint8), [])
-    for manifest in manifests:
-        part = _hashes_of_manifest(manifest)
-        index.hashes = np.vstack([index.hashes, part.hashes])
-        index.names.extend(part.names)
-    return index
-
-
-def gathered_sources(reference_manifests: Sequence[Path]) -> dict[str, str]:
-    """Sources (lower-case) already in the reference manifests or a batch, and where."""
+def gathered_sources(reference_manifests: Sequence[Path], include_batches: bool = True) -> dict[str, str]:
+    """Sources (lower-case) already in the reference manifests (or a batch), and where."""
     found: dict[str, str] = {}
-    for manifest in [*reference_manifests, *sorted(BATCHES_DIR.glob("*/manifest.csv"))]:
+    batches = batch_manifests() if include_batches else []
+    for manifest in [*reference_manifests, *batches]:
         for row in _read_rows(manifest):
             found.setdefault(row.get("source_repo", "").lower(), str(manifest))
     return found
-
-
-def _progress(items: Sequence, description: str) -> Iterable:
-    from tqdm import tqdm
-
-    return tqdm(items, desc=description, unit="photo", file=sys.stderr, leave=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,15 +112,26 @@ class Blob:
 
 
 def source_blobs(git_dir: Path, under: str = "") -> Iterator[Blob]:
-    """Image files in the source's newest commit, with their sizes, in path order."""
-    listing = _git(git_dir, "ls-tree", "-r", "-l", "-z", "HEAD", *([under] if under else []))
+    """Image files in the source's newest commit, with their sizes, in path order.
+
+    Snapshots lack files of 4 MiB and more (and Git LFS content): such a blob is missing from the
+    object store, and is skipped here rather than failing the whole listing.
+    """
+    listing = _git(git_dir, "ls-tree", "-r", "-z", "HEAD", *([under] if under else []))
+    images = []
     for entry in listing.split(b"\0"):
-        if not entry:
-            continue
         meta, _, path = entry.decode("utf-8", "replace").partition("\t")
-        _mode, kind, sha, size = meta.split()
-        if kind == "blob" and Path(path).suffix.lower() in IMAGE_SUFFIXES and size != "-":
-            yield Blob(path, sha, int(size))
+        if meta and meta.split()[1] == "blob" and Path(path).suffix.lower() in IMAGE_SUFFIXES:
+            images.append((path, meta.split()[2]))
+    if not images:
+        return
+    # One `git cat-file --batch-check` for all sizes: "<sha> blob <size>", or "<sha> missing".
+    checked = subprocess.run(["git", f"--git-dir={git_dir}", "cat-file", "--batch-check"], check=True,
+                             input="".join(f"{sha}\n" for _, sha in images).encode(), capture_output=True).stdout
+    for (path, sha), line in zip(images, checked.decode().splitlines(), strict=True):
+        fields = line.split()
+        if len(fields) == 3 and fields[1] == "blob":
+            yield Blob(path, sha, int(fields[2]))
 
 
 def source_license(git_dir: Path) -> str:
@@ -224,36 +162,6 @@ def source_slug(source: str) -> str:
 # Candidates and contact sheets.
 
 
-def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def draw_sheet(tiles: Sequence[tuple[Image.Image, str]], out: Path) -> None:
-    """Draw up to SHEET_COLUMNS x SHEET_ROWS tiles, each captioned, into one PNG (viewers show PNG)."""
-    sheet = Image.new("RGB", (SHEET_COLUMNS * TILE_SIDE, SHEET_ROWS * (TILE_SIDE + LABEL_HEIGHT)), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = _font()
-    for position, (image, caption) in enumerate(tiles):
-        column, row = position % SHEET_COLUMNS, position // SHEET_COLUMNS
-        thumb = image.copy()
-        thumb.thumbnail((TILE_SIDE - 4, TILE_SIDE - 4))
-        left, top = column * TILE_SIDE, row * (TILE_SIDE + LABEL_HEIGHT)
-        sheet.paste(thumb, (left + (TILE_SIDE - thumb.width) // 2, top + (TILE_SIDE - thumb.height) // 2))
-        draw.text((left + 3, top + TILE_SIDE), caption, fill="black", font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-
-
-def _sheets(tiles: list[tuple[Image.Image, str]], out_dir: Path, prefix: str) -> list[Path]:
-    per_sheet = SHEET_COLUMNS * SHEET_ROWS
-    paths = []
-    for start in range(0, len(tiles), per_sheet):
-        path = out_dir / f"{prefix}{start // per_sheet:03d}.png"
-        draw_sheet(tiles[start:start + per_sheet], path)
-        paths.append(path)
-    return paths
-
-
 @dataclass
 class CandidateSet:
     folder: Path
@@ -275,20 +183,22 @@ def candidates(source: str, git_dir: Path, work_dir: Path, *, under: str = "",
     left off the sheets.
     """
     check_source(source)
-    already = gathered_sources(reference_manifests)
+    # A source already in the reference data is refused; one in a batch may be looked at again
+    # (``add`` still refuses photos that are already in the data).
+    already = gathered_sources(reference_manifests, include_batches=False)
     if source.lower() in already:
         raise GatherError(f"{source} is already gathered in {already[source.lower()]}: pick a new source")
     folder = work_dir / source_slug(source)
     folder.mkdir(parents=True, exist_ok=True)
     commit = _git(git_dir, "rev-parse", "HEAD").decode().strip()
     license_found = source_license(git_dir)
-    known = known_photos(reference_manifests)
+    index = known(reference_manifests)
     blobs = [b for b in source_blobs(git_dir, under) if MIN_FILE_BYTES <= b.size <= MAX_FILE_BYTES]
     rows, tiles = [], []
     small = unreadable = duplicates = 0
-    for blob in _progress(blobs, f"decoding {source}"):
+    for blob in progress(blobs, f"decoding {source}"):
         try:
-            image = _open_upright(_git(git_dir, "cat-file", "blob", blob.sha))
+            image = open_upright(_git(git_dir, "cat-file", "blob", blob.sha))
         except Exception:  # a broken or unsupported file is a reason to skip it, not to stop
             unreadable += 1
             continue
@@ -296,18 +206,17 @@ def candidates(source: str, git_dir: Path, work_dir: Path, *, under: str = "",
             small += 1
             continue
         probe = dhash(image)
-        distance, name = known.nearest(probe)
-        index = len(rows)
-        duplicate_of = name if distance <= NEAR_DUPLICATE_BITS else ""
-        known.add(probe, f"candidate {index} of {source}")
-        rows.append({"index": index, "source_path": blob.path, "width": image.width, "height": image.height,
+        number = len(rows)
+        duplicate_of = index.duplicate_of(probe)
+        index.add(probe, f"candidate {number} of {source}")
+        rows.append({"index": number, "source_path": blob.path, "width": image.width, "height": image.height,
                      "dhash": probe.tobytes().hex(), "duplicate_of": duplicate_of})
         if duplicate_of:
             duplicates += 1
             continue
         image.thumbnail((STORED_SIDE, STORED_SIDE), Image.LANCZOS)
-        image.save(folder / f"{index}.jpg", quality=STORED_QUALITY)
-        tiles.append((image, f"{index}  {Path(blob.path).name[:18]}"))
+        image.save(folder / f"{number}.jpg", quality=STORED_QUALITY)
+        tiles.append((image, f"{number}  {Path(blob.path).name[:CAPTION_NAME_CHARS]}"))
     with (folder / "candidates.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, CANDIDATE_COLUMNS)
         writer.writeheader()
@@ -316,7 +225,7 @@ def candidates(source: str, git_dir: Path, work_dir: Path, *, under: str = "",
                                        encoding="utf-8")
     for old in folder.glob("sheet-*.png"):
         old.unlink()
-    sheets = _sheets(tiles, folder, "sheet-")
+    sheets = draw_sheets(tiles, folder, "sheet-")
     return CandidateSet(folder, len(tiles), small, unreadable, duplicates, license_found, commit, sheets)
 
 
@@ -368,6 +277,14 @@ def _source_info(candidate_folder: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+def photo_name(source: str, source_path: str) -> str:
+    """The stored file's name: readable (source and file stem) and unique (a hash of the whole path,
+    since two folders of one source may hold files of the same name)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(source_path).stem)[:STEM_CHARS]
+    digest = hashlib.sha256(f"{source}:{source_path}".encode()).hexdigest()[:NAME_HASH_CHARS]
+    return f"{source_slug(source)}__{stem}_{digest}.jpg"
+
+
 def add(batch: str, candidate_folder: Path, category: str, indices: Sequence[int], *,
         hard_negative: bool = False, group: str = "", reference_manifests: Sequence[Path] = ()) -> list[str]:
     """Copy candidates into ``batch`` under ``category``; returns the new manifest paths.
@@ -390,29 +307,28 @@ def add(batch: str, candidate_folder: Path, category: str, indices: Sequence[int
     manifest_path = folder / "manifest.csv"
     rows = _read_rows(manifest_path)
     taken = {row["source_path"] for row in rows if row["source_repo"] == source}
-    known = known_photos(reference_manifests)
+    index = known(reference_manifests)
     new_rows = []
-    for index in indices:
-        candidate = by_index[index]
+    for number in indices:
+        candidate = by_index[number]
         if candidate["source_path"] in taken:
-            raise GatherError(f"candidate {index} ({candidate['source_path']}) is already in {batch}")
+            raise GatherError(f"candidate {number} ({candidate['source_path']}) is already in {batch}")
         probe = np.frombuffer(bytes.fromhex(candidate["dhash"]), dtype=np.uint8)
-        distance, name = known.nearest(probe)
-        if distance <= NEAR_DUPLICATE_BITS:
-            raise GatherError(f"candidate {index} is a near-duplicate ({distance} bits) of {name}")
-        known.add(probe, f"candidate {index}")
-        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(candidate["source_path"]).stem)[:40]
-        relative = Path("images") / categories[0] / f"{source_slug(source)}__{stem}_{candidate['dhash'][:6]}.jpg"
+        duplicate_of = index.duplicate_of(probe)
+        if duplicate_of:
+            raise GatherError(f"candidate {number} is a near-duplicate of {duplicate_of}")
+        index.add(probe, f"candidate {number}")
+        relative = Path("images") / categories[0] / photo_name(source, candidate["source_path"])
         new_rows.append({
             "path": relative.as_posix(), "category": category,
             "label": "0" if category == ORDINARY else "1", "hard_negative": "1" if hard_negative else "0",
             "source_repo": source, "group": group or source, "source_path": candidate["source_path"],
             "source_commit": info["commit"], "license": info["license"], "dhash": candidate["dhash"],
         })
-    for index, row in zip(indices, new_rows, strict=True):
+    for number, row in zip(indices, new_rows, strict=True):
         target = folder / row["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        (target.parent / f".{target.name}.tmp").write_bytes((candidate_folder / f"{index}.jpg").read_bytes())
+        (target.parent / f".{target.name}.tmp").write_bytes((candidate_folder / f"{number}.jpg").read_bytes())
         (target.parent / f".{target.name}.tmp").replace(target)
     _write_rows(manifest_path, MANIFEST_COLUMNS, rows + new_rows)
     total = sum(1 for row in rows + new_rows if row["source_repo"] == source)
@@ -463,18 +379,9 @@ def relabel(batch: str, paths: Sequence[str], category: str, *, hard_negative: b
     return changed
 
 
-def batch_sheets(batch: str, out_dir: Path) -> list[Path]:
-    """Contact sheets of a batch, one run per label (ordinary hard negatives apart), captioned by file."""
-    folder = batch_dir(batch)
-    rows = _read_rows(folder / "manifest.csv")
-    paths: list[Path] = []
-    for old in out_dir.glob(f"{batch}-*.png"):
-        old.unlink()
-    labels = sorted({(row["category"], row["hard_negative"]) for row in rows})
-    for category, hard in labels:
-        chosen = [row for row in rows if (row["category"], row["hard_negative"]) == (category, hard)]
-        tiles = [(_open_upright(folder / row["path"]), Path(row["path"]).name.split("__")[-1][:22])
-                 for row in chosen]
-        name = f"{batch}-{category.replace(';', '+')}{'-hard' if hard == '1' else ''}-"
-        paths.extend(_sheets(tiles, out_dir, name))
-    return paths
+def sheets(batch: str, out_dir: Path, model: Path | None = None) -> list[Path]:
+    """Contact sheets of a batch, one run per label, sorted by ``model``'s risk when given."""
+    manifest = batch_dir(batch) / "manifest.csv"
+    if not manifest.is_file():
+        raise GatherError(f"no batch {batch!r} (no {manifest})")
+    return batch_sheets(manifest, out_dir, model)

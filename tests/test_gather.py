@@ -1,0 +1,188 @@
+"""The data team's gathering tool: provenance, near-duplicates, the holdout guard, sheets, removals.
+
+A small git repository made here stands in for a public source; a stand-in guard script answers
+for the holdout guard, so these tests need neither the network nor ../shared.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flexguard.cli import main
+from flexguard.datasets import gather, load_manifest
+from flexguard.datasets.contact_sheets import SHEET_COLUMNS, SHEET_ROWS
+
+SOURCE = "someone/toko-tas"
+HIDDEN = "hidden/set"
+
+
+def _photo(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (640, 480), stripes: int = 0) -> None:
+    """A flat colour with white stripes (so photos' hashes differ) and faint noise (so files are photo-sized)."""
+    image = Image.new("RGB", size, colour)
+    for stripe in range(stripes):
+        image.paste((255, 255, 255), (stripe * 60, 0, stripe * 60 + 20 + stripe * 5, size[1]))
+    noise = np.random.default_rng(len(path.name)).integers(-12, 12, (size[1], size[0], 3))
+    image = Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, quality=95)
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    """A git repository with 3 distinct photos, a resized copy of one, a thumbnail, a non-image and a licence."""
+    work = tmp_path / "repo"
+    _photo(work / "img/tas-hitam.jpg", (20, 20, 20), stripes=2)
+    _photo(work / "img/tas-merah.jpg", (200, 30, 30), stripes=4)
+    _photo(work / "img/ransel.jpg", (30, 90, 200), stripes=6)
+    Image.open(work / "img/tas-merah.jpg").resize((560, 420)).save(work / "img/copy-of-merah.jpg", quality=90)
+    _photo(work / "img/icon.png", (0, 255, 0), size=(150, 150))
+    (work / "README.md").write_text("toko tas\n")
+    (work / "LICENSE").write_text("MIT License\n\nCopyright ...\n")
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "photos"], check=True)
+    return work / ".git"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Batches under tmp_path, and a guard that refuses only HIDDEN."""
+    guard = tmp_path / "guard.py"
+    guard.write_text(f"import sys\nsys.exit(1 if {HIDDEN!r} in sys.argv else 0)\n")
+    monkeypatch.setattr(gather, "GUARD", guard)
+    monkeypatch.setattr(gather, "BATCHES_DIR", tmp_path / "batches")
+    monkeypatch.setenv("FLEXGUARD_CACHE", str(tmp_path / "cache"))
+
+
+def test_candidates_drop_small_photos_and_near_duplicates_and_draw_numbered_sheets(source, tmp_path):
+    found = gather.candidates(SOURCE, source, tmp_path / "work")
+    assert (found.kept, found.duplicates, found.skipped_small) == (3, 1, 1)
+    assert found.license == "LICENSE: MIT License"
+    assert len(found.commit) == 40
+    assert [p.suffix for p in found.sheets] == [".png"]
+    with Image.open(found.sheets[0]) as sheet:
+        assert sheet.width == SHEET_COLUMNS * 200 and sheet.height > SHEET_ROWS * 200
+    rows = list(csv.DictReader((found.folder / "candidates.csv").open()))
+    copy = next(row for row in rows if row["source_path"] == "img/copy-of-merah.jpg")
+    original = next(row for row in rows if row["source_path"] == "img/tas-merah.jpg")
+    # The copy sorts first, so the original is listed as its near-duplicate and left off the sheets.
+    assert (copy["duplicate_of"], original["duplicate_of"]) == ("", f"candidate {copy['index']} of {SOURCE}")
+    assert not (found.folder / f"{original['index']}.jpg").exists()
+
+
+def test_added_photos_carry_provenance_and_load_as_a_manifest(source, tmp_path):
+    found = gather.candidates(SOURCE, source, tmp_path / "work")
+    rows = {row["source_path"]: int(row["index"]) for row in csv.DictReader((found.folder / "candidates.csv").open())
+            if not row["duplicate_of"]}
+    gather.add("b9-test", found.folder, "ordinary", [rows["img/ransel.jpg"]], hard_negative=True)
+    gather.add("b9-test", found.folder, "designer_bag", [rows["img/tas-hitam.jpg"]])
+    manifest = gather.BATCHES_DIR / "b9-test" / "manifest.csv"
+    loaded = load_manifest(manifest)
+    assert len(loaded) == 2 and loaded.hard_negatives().tolist() == [True, False]
+    written = list(csv.DictReader(manifest.open()))
+    assert {row["source_repo"] for row in written} == {SOURCE}
+    assert all(row["source_commit"] == found.commit and row["license"] == found.license for row in written)
+    assert {row["source_path"] for row in written} == {"img/ransel.jpg", "img/tas-hitam.jpg"}
+    for row in written:
+        with Image.open(manifest.parent / row["path"]) as stored:
+            assert max(stored.size) == gather.STORED_SIDE and stored.format == "JPEG"
+    with pytest.raises(gather.GatherError, match="already in"):
+        gather.add("b9-test", found.folder, "ordinary", [rows["img/ransel.jpg"]])
+    # Looked at again, the source's photos already in a batch are marked as duplicates, and add refuses them.
+    again = gather.candidates(SOURCE, source, tmp_path / "again")
+    assert again.duplicates == 3
+    with pytest.raises(gather.GatherError, match="duplicates"):
+        gather.add("b9-other", again.folder, "ordinary", [rows["img/ransel.jpg"]])
+
+
+def test_files_of_one_name_in_two_folders_are_stored_apart():
+    first, second = gather.photo_name(SOURCE, "a/tas.jpg"), gather.photo_name(SOURCE, "b/tas.jpg")
+    assert first != second and first.startswith("someone+toko-tas__tas_") and first.endswith(".jpg")
+
+
+def test_a_source_in_the_reference_data_is_refused(source, tmp_path):
+    reference = tmp_path / "flexdata" / "manifest.csv"
+    reference.parent.mkdir()
+    reference.write_text(f"path,category,source_repo\nimages/a.jpg,ordinary,{SOURCE.upper()}\n")
+    with pytest.raises(gather.GatherError, match="already gathered"):
+        gather.candidates(SOURCE, source, tmp_path / "work", reference_manifests=[reference])
+
+
+def test_blobs_missing_from_a_snapshot_are_skipped(source, tmp_path):
+    """Snapshots lack files of 4 MiB and more: the listing goes on without them."""
+    sha = subprocess.run(["git", f"--git-dir={source}", "rev-parse", "HEAD:img/ransel.jpg"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    (source / "objects" / sha[:2] / sha[2:]).unlink()
+    found = gather.candidates(SOURCE, source, tmp_path / "work")
+    listed = {row["source_path"] for row in csv.DictReader((found.folder / "candidates.csv").open())}
+    assert "img/ransel.jpg" not in listed and "img/tas-hitam.jpg" in listed
+
+
+def test_refusals_add_nothing(source, tmp_path):
+    found = gather.candidates(SOURCE, source, tmp_path / "work")
+    for category, hard, match in (("yacht", False, "category"), ("luxury_car", True, "hard-negative")):
+        with pytest.raises(gather.GatherError, match=match):
+            gather.add("b9-test", found.folder, category, [0], hard_negative=hard)
+    with pytest.raises(gather.GatherError, match="not candidates"):
+        gather.add("b9-test", found.folder, "ordinary", [99])
+    assert not (gather.BATCHES_DIR / "b9-test" / "manifest.csv").exists()
+    with pytest.raises(gather.GatherError, match="holdout guard refuses"):
+        gather.candidates(HIDDEN, source, tmp_path / "work")
+
+
+def test_remove_records_why_and_relabel_moves_the_photo(source, tmp_path):
+    found = gather.candidates(SOURCE, source, tmp_path / "work")
+    gather.add("b9-test", found.folder, "ordinary", [0, 1])
+    manifest = gather.BATCHES_DIR / "b9-test" / "manifest.csv"
+    first, second = (row["path"] for row in csv.DictReader(manifest.open()))
+    assert gather.relabel("b9-test", [Path(first).name], "designer_bag") == 1
+    assert (manifest.parent / "images/designer_bag" / Path(first).name).is_file()
+    assert gather.remove("b9-test", [second], "a logo, not a photo") == 1
+    assert not (manifest.parent / second).exists()
+    removed = list(csv.DictReader((manifest.parent / "removed.csv").open()))
+    assert [(row["path"], row["reason"]) for row in removed] == [(second, "a logo, not a photo")]
+    with pytest.raises(gather.GatherError, match="say why"):
+        gather.remove("b9-test", [Path(first).name], " ")
+
+
+def test_sheets_sort_each_label_by_the_models_risk(source, tmp_path, tiny_model_path, capsys):
+    found = gather.candidates(SOURCE, source, tmp_path / "work")
+    gather.add("b9-test", found.folder, "ordinary", [0, 1, 2])
+    out = tmp_path / "sheets"
+    assert main(["data", "sheets", "b9-test", "--out", str(out), "--model", str(tiny_model_path)]) == 0
+    assert [Path(line.split(": ", 1)[1]).name for line in capsys.readouterr().out.splitlines()] == ["b9-test-ordinary-000.png"]
+    # The tiny model flags red: the red bag's tile comes first, captioned with its risk.
+    from flexguard.datasets.contact_sheets import _risks
+
+    rows = list(csv.DictReader((gather.BATCHES_DIR / "b9-test" / "manifest.csv").open()))
+    risks = _risks(gather.BATCHES_DIR / "b9-test", rows, tiny_model_path)
+    assert max(risks, key=risks.get).endswith(next(r["path"] for r in rows if "merah" in r["source_path"]).split("/")[-1])
+
+
+def test_the_command_explains_itself_and_refuses_in_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    assert "candidates" in capsys.readouterr().out
+    assert main(["data", "sheets", "no-such-batch"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+REAL_GUARD = Path(__file__).resolve().parents[1].parent / "shared" / "holdout-guard" / "guard.py"
+SHIPPED_BATCHES = sorted((Path(__file__).resolve().parents[1] / "datasets" / "batches").glob("*/manifest.csv"))
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not REAL_GUARD.is_file(), reason="../shared/holdout-guard is absent: the guard cannot be run")
+@pytest.mark.parametrize("manifest", SHIPPED_BATCHES, ids=[m.parent.name for m in SHIPPED_BATCHES])
+def test_every_shipped_batch_passes_the_holdout_guard(manifest):
+    """No source and no photo of a batch is in the hidden evaluation set (photos: where they are present)."""
+    result = subprocess.run([sys.executable, str(REAL_GUARD), "manifest", str(manifest)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
