@@ -235,3 +235,24 @@ def test_commands_refuse_an_empty_split_with_one_line(tmp_path, tiny_onnx, capsy
     assert cli_main(["evaluate", "--model", str(tiny_onnx), "--manifest", str(manifest), "--out", str(tmp_path / "e")]) == 2
     assert "split" in _one_line_error(capsys)
 
+
+def test_the_view_queue_is_bounded_and_keeps_the_order():
+    """Training memory is bounded by the queue, not the data set: no more photos in flight than allowed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    submitted, consumed, most = [], [], []
+
+    def prepare(item: int) -> int:
+        return item * 10
+
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, fn, *args):
+            submitted.append(args[0])
+            most.append(len(submitted) - len(consumed))
+            return super().submit(fn, *args)
+
+    with CountingPool(2) as pool:
+        for value in features.bounded_map(pool, prepare, range(100), in_flight=4):
+            consumed.append(value)
+    assert consumed == [item * 10 for item in range(100)]
+    assert max(most) == 4  # the oldest is handed out before the next is submitted

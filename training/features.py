@@ -13,7 +13,9 @@ import json
 import os
 import random
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +30,22 @@ from .augment import AugmentConfig, augment
 
 CACHE_DTYPE = np.float16  # halves the cache; the tail's fp32 weights see the same values within 1e-3
 FRONT_BATCH = 32
+# Photos being prepared or waiting to be run, per worker process. Each holds its views in float32
+# (6 views at 260 px: 6 x 3 x 260 x 260 x 4 B = 4.9 MB), so the queue, not the data set, bounds
+# memory: 2 workers x 8 = 16 photos, ~80 MB. ``Executor.map`` would submit every photo at once and
+# keep every finished result until it is consumed: on 5,572 photos it held 20 GB and was killed.
+PHOTOS_IN_FLIGHT_PER_WORKER = 8
+
+
+def bounded_map(pool: Executor, function: Callable, items: Iterable, in_flight: int) -> Iterator:
+    """``pool.map(function, items)`` in order, with at most ``in_flight`` items submitted and not yet consumed."""
+    pending: deque[Future] = deque()
+    for item in items:
+        if len(pending) >= in_flight:
+            yield pending.popleft().result()
+        pending.append(pool.submit(function, item))
+    while pending:
+        yield pending.popleft().result()
 
 
 def export_front(front: torch.nn.Module, spec: PreprocessSpec, path: Path) -> None:
@@ -112,7 +130,8 @@ def front_activations(
             pending = []
 
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(spec, cfg, backgrounds, n_views)) as pool:
-            for views in tqdm(pool.map(_views_of, tasks, chunksize=4), total=len(tasks), desc=desc, unit="photo"):
+            prepared = bounded_map(pool, _views_of, tasks, workers * PHOTOS_IN_FLIGHT_PER_WORKER)
+            for views in tqdm(prepared, total=len(tasks), desc=desc, unit="photo"):
                 pending.append(views[:, None])
                 if sum(p.shape[1] for p in pending) * n_views >= FRONT_BATCH:
                     flush()
