@@ -145,13 +145,26 @@ def source_license(git_dir: Path) -> str:
     return "none found"
 
 
-def check_source(source: str) -> None:
-    """Refuse a source that the holdout guard names (or say loudly that the guard is absent)."""
+def _guard(verb: str, *arguments: str) -> subprocess.CompletedProcess:
     if not GUARD.is_file():
-        raise GatherError(f"holdout guard not found at {GUARD}: cannot check {source}, so it is not used")
-    result = subprocess.run([sys.executable, str(GUARD), "source", source], capture_output=True, text=True)
+        raise GatherError(f"holdout guard not found at {GUARD}: nothing is gathered without it")
+    return subprocess.run([sys.executable, str(GUARD), verb, *arguments], capture_output=True, text=True)
+
+
+def check_source(source: str) -> None:
+    """Refuse a source that the holdout guard names."""
+    result = _guard("source", source)
     if result.returncode != 0:
         raise GatherError(f"{source}: the holdout guard refuses it: {result.stdout.strip()}")
+
+
+def check_photos(paths: Sequence[Path]) -> None:
+    """Refuse photos the holdout guard matches to the hidden set (a source it does not name may still
+    hold copies of the set's photos: stock images travel between sites)."""
+    result = _guard("photos", *map(str, paths))
+    if result.returncode != 0:
+        matched = [line for line in result.stdout.splitlines() if "do not use" in line]
+        raise GatherError(f"the holdout guard matches {len(matched)} of them; leave them out: " + "; ".join(matched))
 
 
 def source_slug(source: str) -> str:
@@ -325,6 +338,7 @@ def add(batch: str, candidate_folder: Path, category: str, indices: Sequence[int
             "source_repo": source, "group": group or source, "source_path": candidate["source_path"],
             "source_commit": info["commit"], "license": info["license"], "dhash": candidate["dhash"],
         })
+    check_photos([candidate_folder / f"{number}.jpg" for number in indices])
     for number, row in zip(indices, new_rows, strict=True):
         target = folder / row["path"]
         target.parent.mkdir(parents=True, exist_ok=True)

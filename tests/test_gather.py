@@ -56,7 +56,15 @@ def source(tmp_path) -> Path:
 def isolated(tmp_path, monkeypatch):
     """Batches under tmp_path, and a guard that refuses only HIDDEN."""
     guard = tmp_path / "guard.py"
-    guard.write_text(f"import sys\nsys.exit(1 if {HIDDEN!r} in sys.argv else 0)\n")
+    # Refuses the source HIDDEN, and a photo whose path ends in $MATCHED_PHOTO (a stand-in for a matched photo).
+    guard.write_text(
+        "import os, sys\n"
+        f"hidden = {HIDDEN!r} in sys.argv\n"
+        "ending = os.environ.get('MATCHED_PHOTO')\n"
+        "matched = [a for a in sys.argv[2:] if ending and a.endswith(ending)]\n"
+        "for a in matched: print(f'photo matches the hidden evaluation set (0 bits), do not use: {a}')\n"
+        "sys.exit(1 if hidden or matched else 0)\n"
+    )
     monkeypatch.setattr(gather, "GUARD", guard)
     monkeypatch.setattr(gather, "BATCHES_DIR", tmp_path / "batches")
     monkeypatch.setenv("FLEXGUARD_CACHE", str(tmp_path / "cache"))
@@ -126,13 +134,16 @@ def test_blobs_missing_from_a_snapshot_are_skipped(source, tmp_path):
     assert "img/ransel.jpg" not in listed and "img/tas-hitam.jpg" in listed
 
 
-def test_refusals_add_nothing(source, tmp_path):
+def test_refusals_add_nothing(source, tmp_path, monkeypatch):
     found = gather.candidates(SOURCE, source, tmp_path / "work")
     for category, hard, match in (("yacht", False, "category"), ("luxury_car", True, "hard-negative")):
         with pytest.raises(gather.GatherError, match=match):
             gather.add("b9-test", found.folder, category, [0], hard_negative=hard)
     with pytest.raises(gather.GatherError, match="not candidates"):
         gather.add("b9-test", found.folder, "ordinary", [99])
+    monkeypatch.setenv("MATCHED_PHOTO", "/2.jpg")
+    with pytest.raises(gather.GatherError, match="guard matches 1 of them"):
+        gather.add("b9-test", found.folder, "ordinary", [0, 2])
     assert not (gather.BATCHES_DIR / "b9-test" / "manifest.csv").exists()
     with pytest.raises(gather.GatherError, match="holdout guard refuses"):
         gather.candidates(HIDDEN, source, tmp_path / "work")
