@@ -31,6 +31,16 @@ def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for folds and sampling (default: 0)")
     parser.add_argument("--train-only-group", action="append", default=[], metavar="GROUP",
                         help="a group that is always trained on, never validated (repeatable; see datasets/README.md)")
+    parser.add_argument("--by", choices=("group", "source"), default="group",
+                        help="what a fold holds whole: a group, or a whole source (validation by unseen source)")
+    parser.add_argument("--keep-subgroups", action="append", default=[], metavar="SOURCE",
+                        help="with --by source: a source split by make or brand whose groups stay separate units (repeatable)")
+
+
+def _split_options(args: argparse.Namespace) -> dict:
+    """The split arguments as ``group_split`` takes them."""
+    return dict(val_fold=args.val_fold, n_folds=args.n_folds, seed=args.seed, train_only=args.train_only_group,
+                by=args.by, keep_subgroups=args.keep_subgroups)
 
 
 def _require_training_extra() -> None:
@@ -56,7 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     config = TrainConfig(
         manifests=[str(m) for m in args.manifest], out_dir=str(args.out), cache_dir=str(args.cache_dir),
-        seed=args.seed, n_folds=args.n_folds, val_fold=args.val_fold, train_only_groups=args.train_only_group, views=args.views, epochs=args.epochs,
+        seed=args.seed, n_folds=args.n_folds, val_fold=args.val_fold, train_only_groups=args.train_only_group,
+        split_by=args.by, keep_subgroups=args.keep_subgroups, views=args.views, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, workers=args.workers,
         spec=replace(INPUT_SPEC, resize_mode=args.resize_mode), anchored=args.anchor,
     )
@@ -80,7 +91,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             raise UserError(f"model {name!r} not found: {path}")
     manifest = load_manifests(args.manifest)
     files = evaluate(models, primary=next(iter(models)), manifest=manifest, split=args.split, out_dir=args.out,
-                     val_fold=args.val_fold, n_folds=args.n_folds, seed=args.seed, train_only=args.train_only_group,
+                     split_options=_split_options(args),
                      notes=args.note)
     print(f"report: {files.markdown}\n        {files.html}\nmetrics: {files.metrics}")
     primary, primary_path = next(iter(models.items()))
@@ -119,8 +130,7 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
         raise UserError(f"model not found: {args.model}")
     spec = read_info(args.model).preprocess
     manifest = load_manifests(args.manifest)
-    train_idx, _ = group_split(manifest, val_fold=args.val_fold, n_folds=args.n_folds, seed=args.seed,
-                               train_only=args.train_only_group)
+    train_idx, _ = group_split(manifest, **_split_options(args))
     paths = calibration_paths(manifest.subset(train_idx), args.calibration_photos, args.seed)
     out = quantize(args.model, args.out, paths, spec)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), calibrated on {len(paths)} training photos; "

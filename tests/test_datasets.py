@@ -329,3 +329,46 @@ def test_shared_flexdata_manifest() -> None:
 
     train_idx, val_idx = group_split(manifest)
     np.testing.assert_array_equal(val_idx, np.flatnonzero(folds == 0))
+
+
+def many_sources_manifest() -> Manifest:
+    """10 sources per kind of photo, 3 groups (styles) each; source "big0" is one source of 30 groups."""
+    records = []
+    kinds = [((c,), False) for c in CATEGORY_IDS] + [((), True), ((), False)]
+    for kind, (categories, hard_negative) in enumerate(kinds):
+        for source in range(10):
+            for group in range(3):
+                for photo in range(2):
+                    name = f"owner{kind}/repo{source}"
+                    records.append(Record(Path(f"/data/{name}/{group}/{photo}.jpg"), categories, f"{name}:{group}",
+                                          name, hard_negative))
+    for group in range(30):
+        records.append(Record(Path(f"/data/big/{group}.jpg"), ("luxury_car",), f"stanford-cars:make{group}", "big0", False))
+    return Manifest(Path("sources.csv"), records, "0" * 64)
+
+
+def test_source_folds_hold_out_whole_sources_with_every_category_in_every_fold() -> None:
+    manifest = many_sources_manifest()
+    folds = assign_folds(manifest, by="source")
+    fold_of_source: dict[str, set[int]] = {}
+    for source, fold in zip(manifest.sources(), folds):
+        fold_of_source.setdefault(source, set()).add(int(fold))
+    assert all(len(found) == 1 for found in fold_of_source.values())
+    assert (fold_counts(manifest, folds) > 0).all()  # every stratum in every fold
+
+
+def test_sources_split_by_make_keep_their_groups_as_units() -> None:
+    manifest = many_sources_manifest()
+    folds = assign_folds(manifest, by="source", keep_subgroups=["big0"])
+    big = manifest.sources() == "big0"
+    assert len(set(folds[big].tolist())) > 1  # its makes are held out one by one, not all together
+    assert_groups_whole(manifest, folds)
+    with pytest.raises(ManifestError, match="not in the manifest"):
+        assign_folds(manifest, by="source", keep_subgroups=["nobody/else"])
+    with pytest.raises(ValueError, match="by must be"):
+        assign_folds(manifest, by="photo")
+
+
+def test_group_folds_are_unchanged_by_the_source_option() -> None:
+    manifest = synthetic_manifest()
+    np.testing.assert_array_equal(assign_folds(manifest), assign_folds(manifest, by="group", keep_subgroups=["src0"]))

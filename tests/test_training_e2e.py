@@ -180,7 +180,7 @@ def test_evaluate_then_stamp_the_evaluation_into_the_model(tiny_onnx, tiny_manif
     info = Engine(stamped).info
     assert info.validation_metrics["roc_auc"] == evaluated["models"]["tiny"]["roc_auc"]
     assert info.thresholds.review == evaluated["models"]["tiny"]["thresholds"]["review"]
-    assert any("grouped validation" in note for note in info.validation_metrics["evaluated_on"])
+    assert any("held-out validation" in note and "by group" in note for note in info.validation_metrics["evaluated_on"])
     assert Engine(tiny_onnx).info.validation_metrics["source"].startswith("training validation")
 
 
@@ -256,3 +256,29 @@ def test_the_view_queue_is_bounded_and_keeps_the_order():
             consumed.append(value)
     assert consumed == [item * 10 for item in range(100)]
     assert max(most) == 4  # the oldest is handed out before the next is submitted
+
+
+def test_evaluate_holds_out_whole_sources(tmp_path, tiny_onnx):
+    """--by source: the validated photos' sources have no photo on the training side."""
+    from flexguard.datasets import load_manifest
+    from flexguard.datasets.splits import group_split
+
+    manifest_path = tmp_path / "manifest.csv"
+    rows = ["path,category,group,source_repo"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = random.Random(1)
+    for index, category in enumerate([*CATEGORY_IDS, "ordinary"]):
+        for source in range(5):
+            for style in range(2):
+                name = f"{category}-{source}-{style}.jpg"
+                _photo(photos / name, rng, hue=index * 40)
+                rows.append(f"photos/{name},{category},owner/{category}-{source}:{style},owner/{category}-{source}")
+    manifest_path.write_text("\n".join(rows) + "\n")
+    manifest = load_manifest(manifest_path)
+    train_idx, val_idx = group_split(manifest, by="source")
+    assert not set(manifest.sources()[train_idx]) & set(manifest.sources()[val_idx])
+    out = tmp_path / "eval"
+    assert cli_main(["evaluate", "--model", str(tiny_onnx), "--manifest", str(manifest_path), "--out", str(out),
+                     "--by", "source"]) == 0
+    assert "by source" in json.loads((out / "metrics.json").read_text())["notes"][0]

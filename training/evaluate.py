@@ -26,19 +26,23 @@ SCORE_BATCH = 32
 SPLITS = ("group", "random", "all")
 
 
-def select_split(
-    manifest: Manifest, split: str, val_fold: int, n_folds: int, seed: int, train_only: list[str]
-) -> tuple[Manifest, str]:
-    """The photos to evaluate on, and a one-line description of how they were chosen."""
+def select_split(manifest: Manifest, split: str, split_options: dict) -> tuple[Manifest, str]:
+    """The photos to evaluate on, and a one-line description of how they were chosen.
+
+    ``split_options`` are ``group_split``'s keyword arguments (fold, folds, seed, train-only groups, unit).
+    """
     if split == "all":
         return manifest, "every photo in the manifest"
+    options = {"val_fold": 0, "n_folds": 5, "seed": 0, "train_only": [], "by": "group", **split_options}
     if split == "group":
-        _, val_idx = group_split(manifest, val_fold=val_fold, n_folds=n_folds, seed=seed, train_only=train_only)
-        pinned = f", train-only groups: {', '.join(train_only)}" if train_only else ""
-        return manifest.subset(val_idx), f"grouped validation: fold {val_fold} of {n_folds} by group, seed {seed}{pinned}"
+        _, val_idx = group_split(manifest, **options)
+        pinned = f", train-only groups: {', '.join(options['train_only'])}" if options["train_only"] else ""
+        kept = f", kept split by group: {', '.join(options['keep_subgroups'])}" if options.get("keep_subgroups") else ""
+        return manifest.subset(val_idx), (f"held-out validation: fold {options['val_fold']} of {options['n_folds']} "
+                                          f"by {options['by']}, seed {options['seed']}{pinned}{kept}")
     if split == "random":
-        _, val_idx = random_split(manifest, seed=seed)
-        return manifest.subset(val_idx), f"random split, seed {seed} (leaks photo style; an upper bound)"
+        _, val_idx = random_split(manifest, seed=options["seed"])
+        return manifest.subset(val_idx), f"random split, seed {options['seed']} (leaks photo style; an upper bound)"
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
 
 
@@ -64,14 +68,14 @@ def evaluate(
     manifest: Manifest,
     split: str,
     out_dir: Path,
-    val_fold: int = 0,
-    n_folds: int = 5,
-    seed: int = 0,
-    train_only: list[str] | None = None,
+    split_options: dict | None = None,
     notes: list[str] | None = None,
 ) -> ReportFiles:
-    """Score ``manifest``'s split with each model and write ``report.md``, ``report.html`` and ``metrics.json``."""
-    subset, description = select_split(manifest, split, val_fold, n_folds, seed, train_only or [])
+    """Score ``manifest``'s split with each model and write ``report.md``, ``report.html`` and ``metrics.json``.
+
+    ``split_options``: ``group_split``'s keyword arguments (default: fold 0 of 5 by group, seed 0).
+    """
+    subset, description = select_split(manifest, split, split_options or {})
     labels = subset.labels()
     paths = [str(r.path) for r in subset.records]
     results = []

@@ -60,6 +60,9 @@ class TrainConfig:
     n_folds: int = 5
     val_fold: int = 0
     train_only_groups: list[str] = field(default_factory=list)
+    # "group" or "source": what validation holds out whole (datasets/splits.py).
+    split_by: str = "group"
+    keep_subgroups: list[str] = field(default_factory=list)
     views: int = 6
     epochs: int = 10
     steps_per_epoch: int = 40
@@ -178,10 +181,11 @@ def train(config: TrainConfig) -> Path:
 
     manifest = load_manifests([Path(m) for m in config.manifests])
     train_idx, val_idx = group_split(
-        manifest, val_fold=config.val_fold, n_folds=config.n_folds, seed=config.seed, train_only=config.train_only_groups
+        manifest, val_fold=config.val_fold, n_folds=config.n_folds, seed=config.seed, train_only=config.train_only_groups,
+        by=config.split_by, keep_subgroups=config.keep_subgroups,
     )
     train_set, val_set = manifest.subset(train_idx), manifest.subset(val_idx)
-    print(f"photos: {len(train_set)} train, {len(val_set)} validation (whole groups held out; fold {config.val_fold} of {config.n_folds})")
+    print(f"photos: {len(train_set)} train, {len(val_set)} validation (whole {config.split_by}s held out; fold {config.val_fold} of {config.n_folds})")
 
     net = FlexguardNet(len(CATEGORY_IDS), config.tune_from_block, config.dropout)
     spec = config.spec
