@@ -8,8 +8,8 @@ times reveal neither how much of a guess was right, nor which key matched, nor a
 ``KeyMiddleware`` enforces the keys on every path except ``PUBLIC_PATHS`` (``/healthz``, ``/readyz``
 for the orchestrator; ``/`` and ``/static/*``, the page shell, which holds no data and cannot send a
 header when a browser loads it; its own calls to /v1 send the key typed into it; the same for the
-reviewer page ``/review``) and the supervisor-review routes, which always need a per-unit key of
-their own, checked against the review database (review/api.py). It runs before
+reviewer page ``/review``, and the icon at ``/favicon.ico``) and the supervisor-review routes, which
+always need a per-unit key of their own, checked against the review database (deps.Caller). It runs before
 routing and before any body is read. The /v1 routes also declare the key as a dependency, so the
 OpenAPI document describes it.
 """
@@ -30,7 +30,7 @@ from flexguard.models.wire import API_KEY_HEADER
 
 from .errors import ApiError, ErrorCode
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/review"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/review", "/favicon.ico"})
 # The page shells, and the supervisor-review routes, which check their own per-unit keys (review/api.py).
 PUBLIC_PREFIXES = ("/static/", "/v1/submissions", "/v1/webhook", "/v1/admin/", "/v1/me")
 MISSING_KEY_MESSAGE = f"an API key is needed: send it in the {API_KEY_HEADER} header or as Authorization: Bearer <key>"

@@ -24,7 +24,7 @@ from flexguard.service.settings import Settings
 
 KEY = "k-7f3a9c1e5b2d4f60a8c3e1b9d7f5a3c1"
 OTHER_KEY = "k-second-0123456789"
-PUBLIC = ["/healthz", "/readyz", "/", "/review", "/static/app.js", "/static/style.css"]
+PUBLIC = ["/healthz", "/readyz", "/", "/review", "/favicon.ico", "/static/app.js", "/static/style.css", "/static/favicon.svg"]
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,7 @@ def test_every_route_but_the_probes_and_page_needs_a_key(keyed):
 def test_probes_and_page_shell_stay_public(keyed):
     for path in PUBLIC:
         assert keyed.get(path).status_code == 200, path
+    assert keyed.get("/favicon.ico").headers["content-type"] == "image/svg+xml"  # browsers ask for it: no 404
     # The shell carries no data and no key; it asks the user for one.
     page = keyed.get("/").text
     assert KEY not in page and OTHER_KEY not in page

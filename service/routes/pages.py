@@ -23,6 +23,8 @@ router = APIRouter(include_in_schema=False)
 STATIC = files("flexguard.service").joinpath("static")
 WORDS_SCRIPT = "words.js"
 JAVASCRIPT = "text/javascript; charset=utf-8"
+SVG = "image/svg+xml"
+FAVICON = "favicon.svg"
 
 # The only files served, with their content types; nothing else under static/ is reachable.
 ASSETS: dict[str, str] = {
@@ -30,6 +32,7 @@ ASSETS: dict[str, str] = {
     "app.js": JAVASCRIPT,
     "review.js": JAVASCRIPT,
     "style.css": "text/css; charset=utf-8",
+    "favicon.svg": SVG,
 }
 
 CSP = (
@@ -56,6 +59,12 @@ async def index() -> Response:
 @router.get("/review")
 async def review() -> Response:
     return _file("review.html", "text/html; charset=utf-8")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """Browsers ask for /favicon.ico whatever the page links: the same icon, so they get no 404."""
+    return _file(FAVICON, SVG)
 
 
 @router.get(f"/static/{WORDS_SCRIPT}")
