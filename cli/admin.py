@@ -33,13 +33,16 @@ def _database_url(args: argparse.Namespace) -> str:
     return args.database or _settings().database_url
 
 
-def _store(args: argparse.Namespace, migrate_first: bool = True):
-    from flexguard.service.review.database import migrate, open_database
+def _store(args: argparse.Namespace):
+    """The review store, migrated to the newest schema; a database that does not exist yet is refused
+    (one line naming the URL and the file looked for) unless the action is ``migrate`` or ``--create``."""
+    from flexguard.service.review.database import migrate, open_database, require_existing
     from flexguard.service.review.store import ReviewStore
 
     engine = open_database(_database_url(args))
-    if migrate_first:
-        migrate(engine)
+    if not (args.action == "migrate" or args.create):
+        require_existing(engine)
+    migrate(engine)
     return ReviewStore(engine)
 
 
@@ -142,6 +145,8 @@ def add_parser(commands: argparse._SubParsersAction, handle: Callable[[argparse.
                     "The operator's login is recorded as the actor.",
     )
     admin.add_argument("--database", metavar="URL", help="database URL (default: FLEXGUARD_DATABASE_URL, or sqlite:///flexguard.db)")
+    admin.add_argument("--create", action="store_true",
+                       help="create the database if it does not exist yet (otherwise only `migrate` creates one)")
     actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str, func: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:

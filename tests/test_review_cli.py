@@ -75,6 +75,7 @@ def test_an_operator_sets_up_a_unit_and_its_keys_then_they_work(database_url, ti
 ])
 def test_mistakes_end_in_one_line(tmp_path, capsys, arguments, message):
     url = f"sqlite:///{tmp_path / 'review.db'}"
+    assert admin(url, "migrate") == 0
     assert admin(url, "unit-add", "dinkes", "Dinas Kesehatan") == 0
     capsys.readouterr()
     assert admin(url, *arguments) == USAGE_ERROR
@@ -91,6 +92,36 @@ def test_an_unusable_database_ends_in_one_line(capsys, url, message):
     assert admin(url, "migrate") == USAGE_ERROR
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("action", [("unit-list",), ("key-add", "--role", "admin"), ("audit",), ("purge",)])
+def test_no_silent_new_database(tmp_path, capsys, monkeypatch, action):
+    """Run from another folder, `flexguard admin` must not make an empty flexguard.db there and answer from it."""
+    from flexguard.service.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLEXGUARD_DATABASE_URL", raising=False)
+    get_settings.cache_clear()  # the settings are read once per process; this test changes their folder
+    try:
+        assert main(["admin", *action]) == USAGE_ERROR
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no review database at sqlite:///" in err
+        assert str(tmp_path / "flexguard.db") in err and "flexguard admin migrate" in err
+        assert not (tmp_path / "flexguard.db").exists()
+        assert main(["admin", "--create", "unit-list"]) == 0 and (tmp_path / "flexguard.db").is_file()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_an_empty_database_is_refused_too(database_url, capsys):
+    """A database that exists but holds no review schema (an empty PostgreSQL database, say) is not one."""
+    if database_url.startswith("sqlite"):
+        from pathlib import Path
+
+        Path(database_url.removeprefix("sqlite:///")).touch()
+    assert admin(database_url, "unit-list") == USAGE_ERROR
+    assert "holds no flexguard review database yet" in capsys.readouterr().err
+    assert admin(database_url, "migrate") == 0 and admin(database_url, "unit-list") == 0
 
 
 def test_serve_refuses_an_unusable_database_in_one_line(tiny_model_path, capsys, monkeypatch):

@@ -10,13 +10,14 @@ special: a decision is a conditional UPDATE, which its row locks make exact.
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DATABASE_URL = "sqlite:///flexguard.db"
@@ -98,6 +99,25 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     except OperationalError as error:
         why = " ".join(str(error.orig).split())  # one line: drivers' messages span several
         raise DatabaseError(f"cannot open the review database {engine.url.render_as_string()}: {why}") from None
+
+
+def require_existing(engine: Engine) -> None:
+    """Refuse a database that holds no review schema yet (a SQLite file that does not exist included),
+    so that a command run from the wrong folder or with the wrong URL says so instead of quietly making
+    an empty database of its own."""
+    url = engine.url.render_as_string()
+    create = "run `flexguard admin migrate` to create it there (or add --create), or give the service's database"
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        path = Path(engine.url.database).resolve()
+        if not path.is_file():
+            raise DatabaseError(f"no review database at {url} (looked for {path}): {create} with --database or "
+                                "FLEXGUARD_DATABASE_URL")
+    try:
+        revision = current_revision(engine)
+    except SQLAlchemyError as error:
+        raise DatabaseError(f"cannot open the review database {url}: {error.__class__.__name__}") from None
+    if revision is None:
+        raise DatabaseError(f"{url} holds no flexguard review database yet: {create}")
 
 
 def current_revision(engine: Engine) -> str | None:
