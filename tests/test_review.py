@@ -321,6 +321,8 @@ def test_the_decision_reaches_the_webhook_signed_and_retried_until_it_is_taken(w
             deadline_poll = client.get(f"/v1/submissions/{sid}", headers=tool).json()
         delivery = deadline_poll["webhook_deliveries"][0]
         assert delivery["attempts"] == WEBHOOK_FAILURES_BEFORE_SUCCESS + 1 and delivery["last_status"] == 204
+        # One time format everywhere: the webhook's decided_at is the API's, to the character.
+        assert payload["decided_at"] == deadline_poll["decided_at"] and payload["decided_at"].endswith("Z")
         assert "webhook_delivered" in actions(world, sid)
 
 

@@ -52,6 +52,7 @@ from .tables import (
     Submission,
     Unit,
     WebhookDelivery,
+    utc_text,
     utcnow,
 )
 
@@ -507,5 +508,5 @@ def _webhook_body(submission: Submission) -> str:
     return json.dumps({
         "event": WEBHOOK_EVENT, "submission_id": submission.id, "status": submission.status,
         "unit": submission.unit_id, "account": submission.account, "comment": submission.comment,
-        "decided_at": submission.decided_at.isoformat() if submission.decided_at else None,
+        "decided_at": utc_text(submission.decided_at) if submission.decided_at else None,
     }, ensure_ascii=False, separators=(",", ":"))

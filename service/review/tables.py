@@ -44,6 +44,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def utc_text(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, the way the API's JSON writes every time (webhook bodies too)."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class Role(StrEnum):
     SUBMIT = "submit"  # an upload tool of one unit: submits posts, reads its own submissions
     REVIEW = "review"  # a unit head (or their delegate): reads and decides their unit's submissions
