@@ -425,3 +425,27 @@ def test_webhook_retries_back_off_exponentially_up_to_a_cap_then_stop():
     delays = [policy.next_delay(attempts) for attempts in range(1, 11)]
     assert [d.total_seconds() for d in delays[:-1]] == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
     assert delays[-1] is None  # the 10th failure is the last attempt
+
+
+def test_re_registering_or_removing_a_webhook_reaches_the_deliveries_still_pending(world, client):
+    """Retries already scheduled follow a new registration, and stop when the webhook is removed."""
+    from datetime import timedelta as _timedelta
+
+    from flexguard.service.review.tables import utcnow
+
+    store = world.store
+    tool = store.authenticate(world.submit["dinkes"])
+    reviewer = store.authenticate(world.review["dinkes"])
+    store.set_webhook(tool, "http://127.0.0.1:9/old")
+    pending = [submit(client, world.submit["dinkes"], red_photo(), caption=f"post {n}").json()["id"] for n in range(2)]
+    for submission_id in pending:
+        store.decide(reviewer, submission_id, approve=True, comment="")
+    far = utcnow() + _timedelta(days=1)
+    secret = store.set_webhook(tool, "http://127.0.0.1:9/new")
+    jobs = store.claim_deliveries(far, _timedelta(seconds=1), limit=10)
+    assert sorted((job.url, job.secret) for job in jobs) == [("http://127.0.0.1:9/new", secret)] * 2
+    store.remove_webhook(tool)
+    assert store.claim_deliveries(far + _timedelta(days=1), _timedelta(seconds=1), limit=10) == []
+    deliveries = store.get(tool, pending[0]).deliveries
+    assert deliveries[0].gave_up_at is not None and "removed" in deliveries[0].last_error
+    assert actions(world, pending[0])[-1] == "approved"

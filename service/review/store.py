@@ -59,6 +59,8 @@ from .tables import (
 SERVICE_ACTOR = "flexguard"
 SUBMISSION_ID_MARK = "sub"
 WEBHOOK_EVENT = "submission.decided"
+# Why a delivery stopped when its key's webhook was removed before it could be made.
+WEBHOOK_REMOVED = "the webhook was removed before this delivery could be made"
 
 
 class ReviewError(Exception):
@@ -227,22 +229,31 @@ class ReviewStore:
     # --- webhooks ---------------------------------------------------------------------------------
 
     def set_webhook(self, actor: Principal, url: str) -> str:
-        """Register ``url`` for the decisions on ``actor``'s submissions; returns the new signing secret."""
+        """Register ``url`` for the decisions on ``actor``'s submissions; returns the new signing secret.
+
+        Deliveries not yet made (still being retried) go to the new URL, signed with the new secret.
+        """
         require_role(actor, Role.SUBMIT)
         secret = new_webhook_secret()
         with self._session.begin() as session:
             row = session.get_one(ApiKey, actor.key_id)
             row.webhook_url, row.webhook_secret = url, secret
-            _audit(session, actor, "webhook_registered", unit=actor.unit, details={"url": url})
+            redirected = _pending_deliveries(session, actor, url=url, secret=secret)
+            _audit(session, actor, "webhook_registered", unit=actor.unit,
+                   details={"url": url, "pending_deliveries_redirected": redirected})
         return secret
 
     def remove_webhook(self, actor: Principal) -> None:
+        """Stop webhooks for ``actor``; deliveries not yet made are cancelled (recorded as given up)."""
         require_role(actor, Role.SUBMIT)
         with self._session.begin() as session:
             row = session.get_one(ApiKey, actor.key_id)
             if row.webhook_url is None:
                 raise NotFound("this key has no webhook")
-            _audit(session, actor, "webhook_removed", unit=actor.unit, details={"url": row.webhook_url})
+            cancelled = _pending_deliveries(session, actor, next_attempt_at=None, gave_up_at=utcnow(),
+                                            last_error=WEBHOOK_REMOVED)
+            _audit(session, actor, "webhook_removed", unit=actor.unit,
+                   details={"url": row.webhook_url, "pending_deliveries_cancelled": cancelled})
             row.webhook_url = row.webhook_secret = None
 
     def claim_deliveries(self, now: datetime, lease: timedelta, limit: int) -> list[DeliveryJob]:
@@ -480,6 +491,18 @@ def require_role(actor: Principal, role: Role) -> None:
 def _a(word: str) -> str:
     """The word with its indefinite article: "a review", "an admin"."""
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def _pending_deliveries(session: Session, actor: Principal, **values: Any) -> int:
+    """Set ``values`` on the deliveries of ``actor``'s submissions that are neither made nor given up."""
+    mine = select(Submission.id).where(Submission.key_id == actor.key_id)
+    return session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.submission_id.in_(mine), WebhookDelivery.delivered_at.is_(None),
+               WebhookDelivery.gave_up_at.is_(None))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
 
 def _visible_to(actor: Principal, query: Any) -> Any:
