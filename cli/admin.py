@@ -100,8 +100,12 @@ def _cmd_key_revoke(args: argparse.Namespace) -> None:
 
 def _cmd_purge(args: argparse.Namespace) -> None:
     days = args.retention_days if args.retention_days is not None else _settings().photo_retention_days
-    report = _store(args).purge(_operator(), timedelta(days=days))
-    print(f"deleted {report.photos} photos of {report.submissions} submissions decided more than {days:g} days ago; "
+    store = _store(args)
+    pending_days = _settings().pending_expiry_days
+    expired = store.expire(_operator(), timedelta(days=pending_days))
+    report = store.purge(_operator(), timedelta(days=days))
+    print(f"expired {expired} submissions pending more than {pending_days:g} days (their photos deleted); "
+          f"deleted {report.photos} photos of {report.submissions} submissions decided more than {days:g} days ago; "
           "their records and audit events stay")
 
 
@@ -171,7 +175,8 @@ def add_parser(commands: argparse._SubParsersAction, handle: Callable[[argparse.
     revoke = action("key-revoke", "revoke a key: it stops working at once", _cmd_key_revoke)
     revoke.add_argument("prefix", help="the key's prefix, as key-list shows it")
 
-    purge = action("purge", "delete the stored photos of submissions decided more than the retention ago", _cmd_purge)
+    purge = action("purge", "expire submissions pending too long (FLEXGUARD_PENDING_EXPIRY_DAYS) and delete the stored "
+                            "photos of submissions decided more than the retention ago", _cmd_purge)
     purge.add_argument("--retention-days", type=float, metavar="DAYS", help=PURGE_HELP_DAYS)
 
     audit = action("audit", "export the audit trail (every state change) as JSON Lines or CSV", _cmd_audit)

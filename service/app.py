@@ -141,10 +141,15 @@ async def _serving(state: AppState, engine: Engine | None, review: ReviewStore |
 
 
 async def _purge_periodically(store: ReviewStore, settings: Settings) -> None:
-    """Deletes decided submissions' photos once their retention is over, every purge interval."""
+    """Every purge interval: expires submissions pending too long, and deletes decided submissions'
+    photos once their retention is over."""
     retention = timedelta(days=settings.photo_retention_days)
+    max_pending = timedelta(days=settings.pending_expiry_days)
     while True:
         try:
+            expired = await run_in_threadpool(store.expire, Principal.service(), max_pending)
+            if expired:
+                logger.info("expiry: %d submissions pending over %g days expired", expired, settings.pending_expiry_days)
             report = await run_in_threadpool(store.purge, Principal.service(), retention)
             if report.photos:
                 logger.info("purge: deleted %d photos of %d decided submissions", report.photos, report.submissions)

@@ -38,6 +38,9 @@ _LIST_SEPARATOR = ","
 # then deleted; the purge looks hourly, so a photo outlives its retention by at most an hour.
 DEFAULT_PHOTO_RETENTION_DAYS = 7.0
 DEFAULT_PURGE_INTERVAL_S = 3600.0
+# A post nobody decides within a month expires: its photos go at once. So no photo is kept longer than
+# 30 days pending + 7 days after the decision + one purge interval (SECURITY.md).
+DEFAULT_PENDING_EXPIRY_DAYS = 30.0
 # Webhook retries: 30 s, 1, 2, 4, 8, 16, 32 min, then hourly, 10 attempts in all (~3.1 h of trying).
 DEFAULT_WEBHOOK_RETRY_BASE_S = 30.0
 DEFAULT_WEBHOOK_RETRY_MAX_S = 3600.0
@@ -83,6 +86,10 @@ class Settings(BaseSettings):
         DEFAULT_PHOTO_RETENTION_DAYS, ge=0, description="days a decided submission's stored photos are kept before the purge"
     )
     purge_interval_s: float = Field(DEFAULT_PURGE_INTERVAL_S, gt=0, description="seconds between the service's purge runs")
+    pending_expiry_days: float = Field(
+        DEFAULT_PENDING_EXPIRY_DAYS, gt=0,
+        description="days a submission may stay pending; then it expires and its stored photos are deleted",
+    )
     webhook_retry_base_s: float = Field(DEFAULT_WEBHOOK_RETRY_BASE_S, gt=0, description="wait before a failed webhook's first retry; doubles per retry")
     webhook_retry_max_s: float = Field(DEFAULT_WEBHOOK_RETRY_MAX_S, gt=0, description="longest wait between webhook retries")
     webhook_max_attempts: int = Field(DEFAULT_WEBHOOK_MAX_ATTEMPTS, ge=1, description="webhook attempts before giving up")

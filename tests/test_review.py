@@ -449,3 +449,31 @@ def test_re_registering_or_removing_a_webhook_reaches_the_deliveries_still_pendi
     deliveries = store.get(tool, pending[0]).deliveries
     assert deliveries[0].gave_up_at is not None and "removed" in deliveries[0].last_error
     assert actions(world, pending[0])[-1] == "approved"
+
+
+def test_a_submission_nobody_decides_expires_and_its_photos_go(world, client):
+    """Retention without holes: after FLEXGUARD_PENDING_EXPIRY_DAYS a pending post expires, photos deleted at once."""
+    from datetime import timedelta as _timedelta
+
+    from flexguard.service.review.store import Principal
+
+    store, review_key = world.store, world.review["dinkes"]
+    tool = store.authenticate(world.submit["dinkes"])
+    store.set_webhook(tool, "http://127.0.0.1:9/hook")
+    sid = submit(client, world.submit["dinkes"], red_photo()).json()["id"]
+    assert client.get(f"/v1/submissions/{sid}/photos/0", headers=headers(review_key)).status_code == 200
+    sent = store.get(tool, sid).created_at
+    thirty_days = _timedelta(days=30)
+    assert store.expire(Principal.service(), thirty_days, now=sent + thirty_days - _timedelta(seconds=1)) == 0
+    assert store.expire(Principal.service(), thirty_days, now=sent + thirty_days + _timedelta(seconds=1)) == 1
+    expired = client.get(f"/v1/submissions/{sid}", headers=headers(review_key)).json()
+    assert expired["status"] == "expired" and expired["photos_purged_at"] and "30 days" in expired["comment"]
+    photo = client.get(f"/v1/submissions/{sid}/photos/0", headers=headers(review_key))
+    assert photo.status_code == 404 and "expired" in photo.json()["error"]["message"]
+    assert actions(world, sid)[-1] == "expired"
+    (job,) = store.claim_deliveries(sent + _timedelta(days=365), _timedelta(seconds=1), limit=10)
+    assert json.loads(job.body)["status"] == "expired"
+    late = client.post(f"/v1/submissions/{sid}/approve", headers=headers(review_key), json={})
+    assert late.status_code == 409 and "already expired" in late.json()["error"]["message"]
+    listed = client.get("/v1/submissions?status=expired", headers=headers(review_key)).json()
+    assert [row["id"] for row in listed["submissions"]] == [sid]

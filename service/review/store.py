@@ -398,7 +398,9 @@ class ReviewStore:
                 select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id, Photo.position == position)
             )
             if blob is None:
-                why = "its photos were deleted after the decision" if submission.photos_purged_at else "only flagged photos are stored"
+                why = ("only flagged photos are stored" if not submission.photos_purged_at
+                       else "its photos were deleted when it expired" if submission.status == Status.EXPIRED.value
+                       else "its photos were deleted after the decision")
                 raise NotFound(f"photo {position} of {submission_id} is not stored ({why})")
             return blob.media_type, blob.data
 
@@ -424,14 +426,39 @@ class ReviewStore:
                 "comment": comment, "risk": submission.risk,
                 "model": {"name": submission.model_name, "version": submission.model_version},
             })
-            submitter = session.get_one(ApiKey, submission.key_id)
-            if submitter.webhook_url and submitter.webhook_secret:
-                session.add(WebhookDelivery(
-                    submission_id=submission.id, url=submitter.webhook_url, secret=submitter.webhook_secret,
-                    body=_webhook_body(submission), attempts=0, next_attempt_at=now,
-                ))
+            _queue_webhook(session, submission, now)
             session.flush()
             return submission_record(session, submission)
+
+    def expire(self, actor: Principal, max_pending: timedelta, now: datetime | None = None) -> int:
+        """Close the submissions still pending ``max_pending`` after they were sent: ``expired``, their
+        photos deleted at once, the submitter's webhook told, the expiry audited. Returns how many.
+
+        Without it a post nobody decides would keep its photos for ever.
+        """
+        now = now or utcnow()
+        days = max_pending / timedelta(days=1)
+        expired = 0
+        with self._session.begin() as session:
+            due = session.scalars(select(Submission).where(
+                Submission.status == Status.PENDING.value, Submission.created_at < now - max_pending)).all()
+            for submission in due:
+                changed = session.execute(
+                    update(Submission)
+                    .where(Submission.id == submission.id, Submission.status == Status.PENDING.value)
+                    .values(status=Status.EXPIRED.value, decided_at=now, comment=f"not decided within {days:g} days")
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if changed != 1:
+                    continue  # a reviewer decided it meanwhile
+                session.refresh(submission)
+                photos = _delete_photos(session, submission, now)
+                _audit(session, actor, Status.EXPIRED.value, unit=submission.unit_id, submission=submission.id,
+                       details={"pending_days": days, "photos_deleted": photos,
+                                "created_at": utc_text(submission.created_at)})
+                _queue_webhook(session, submission, now)
+                expired += 1
+        return expired
 
     def purge(self, actor: Principal, retention: timedelta, now: datetime | None = None) -> PurgeReport:
         """Delete the stored photos of submissions decided more than ``retention`` ago; keep everything else."""
@@ -443,13 +470,10 @@ class ReviewStore:
             ).all()
             deleted = 0
             for submission in due:
-                blobs = session.scalars(select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id)).all()
-                for blob in blobs:
-                    session.delete(blob)
-                deleted += len(blobs)
-                submission.photos_purged_at = now
+                photos = _delete_photos(session, submission, now)
+                deleted += photos
                 _audit(session, actor, "photos_purged", unit=submission.unit_id, submission=submission.id,
-                       details={"photos": len(blobs), "decided_at": submission.decided_at.isoformat(),
+                       details={"photos": photos, "decided_at": submission.decided_at.isoformat(),
                                 "retention_days": retention / timedelta(days=1)})
             return PurgeReport(submissions=len(due), photos=deleted)
 
@@ -491,6 +515,25 @@ def require_role(actor: Principal, role: Role) -> None:
 def _a(word: str) -> str:
     """The word with its indefinite article: "a review", "an admin"."""
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def _delete_photos(session: Session, submission: Submission, now: datetime) -> int:
+    """Delete a submission's stored photos (its record, scores and boxes stay); how many there were."""
+    blobs = session.scalars(select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id)).all()
+    for blob in blobs:
+        session.delete(blob)
+    submission.photos_purged_at = now
+    return len(blobs)
+
+
+def _queue_webhook(session: Session, submission: Submission, now: datetime) -> None:
+    """The submitter's webhook delivery of a decision, in the decision's transaction (so no crash loses it)."""
+    submitter = session.get_one(ApiKey, submission.key_id)
+    if submitter.webhook_url and submitter.webhook_secret:
+        session.add(WebhookDelivery(
+            submission_id=submission.id, url=submitter.webhook_url, secret=submitter.webhook_secret,
+            body=_webhook_body(submission), attempts=0, next_attempt_at=now,
+        ))
 
 
 def _pending_deliveries(session: Session, actor: Principal, **values: Any) -> int:

@@ -60,6 +60,7 @@ class Status(StrEnum):
     PENDING = "pending"  # waiting for a reviewer of the unit
     APPROVED = "approved"
     REJECTED = "rejected"
+    EXPIRED = "expired"  # still pending FLEXGUARD_PENDING_EXPIRY_DAYS after it was sent: closed, photos deleted
 
 
 class Base(DeclarativeBase):
