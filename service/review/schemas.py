@@ -65,7 +65,7 @@ class SubmissionOut(BaseModel):
     caption: str = Field(description="The post's caption.")
     status: Status = Field(
         description="`cleared`: every photo was `allow`, post it; `pending`: waiting for a reviewer; "
-                    "`approved`/`rejected`: a reviewer decided."
+                    "`approved`/`rejected`: a reviewer decided; `expired`: nobody decided within FLEXGUARD_PENDING_EXPIRY_DAYS (its photos are deleted)."
     )
     risk: Fraction = Field(description="The highest risk of its photos.")
     model: ModelRef = Field(description="The model that scored it.")
