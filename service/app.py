@@ -30,7 +30,7 @@ from .openapi import description, error_responses
 from .review.database import migrate, open_database
 from .review.store import Principal, ReviewStore
 from .review.webhooks import Deliverer, RetryPolicy
-from .routes import admin, operations, pages, score, submissions
+from .routes import admin, docs, operations, pages, score, submissions
 from .settings import Settings, get_settings
 from .state import AppState, attach, of_app
 
@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, r
         async with _serving(state, engine, review):
             yield
 
-    app = FastAPI(title="flexguard", version=__version__, description=description(settings), lifespan=lifespan)
+    # /docs is served by routes.docs, from files the service holds (no CDN); no ReDoc (it needs a CDN).
+    app = FastAPI(title="flexguard", version=__version__, description=description(settings), lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     attach(app, state)
     # Counted at each scrape from whichever store the app has open (a restarted app opens a new one).
     state.metrics.watch_review(lambda: of_app(app).review.count_by_status())
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, r
     guarded = [Depends(api_key_dependency(keys))] if keys else []
     auth_errors = error_responses(ErrorCode.UNAUTHORIZED) if keys else {}
     app.include_router(pages.router)
+    app.include_router(docs.router)
     app.include_router(operations.health)
     app.include_router(operations.guarded, dependencies=guarded, responses=auth_errors)
     app.include_router(score.router(settings.max_files), dependencies=guarded, responses=auth_errors)

@@ -3,7 +3,7 @@ wrong or missing keys get the same 401 in the same time; keys never reach the lo
 
 The try-it page (``/`` and ``/static/*``) stays public: a browser cannot send a header when it loads
 a page, the shell holds no data (the same HTML/JS/CSS for everyone), and every call it makes to /v1
-carries the key typed into it. /metrics, /docs, /redoc and /openapi.json need the key.
+carries the key typed into it. /metrics, /docs and /openapi.json need the key.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def guarded_requests(client: TestClient) -> list[tuple[str, str]]:
 def test_every_route_but_the_probes_and_page_needs_a_key(keyed):
     routes = guarded_requests(keyed)
     paths = {path for _, path in routes}
-    assert {"/metrics", "/docs", "/redoc", "/openapi.json", "/v1/model", "/v1/score"} <= paths, paths
+    assert {"/metrics", "/docs", "/openapi.json", "/v1/model", "/v1/score"} <= paths, paths
     for method, path in routes + [("GET", "/no/such/path"), ("DELETE", "/v1/score")]:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"Authorization": f"Basic {KEY}"},
                         {"Authorization": "Bearer"}, {"X-API-Key": ""}):
