@@ -203,6 +203,9 @@ def candidates(source: str, git_dir: Path, work_dir: Path, *, under: str = "",
         raise GatherError(f"{source} is already gathered in {already[source.lower()]}: pick a new source")
     folder = work_dir / source_slug(source)
     folder.mkdir(parents=True, exist_ok=True)
+    # A rerun starts clean: numbers and sheets from an earlier run must not be mistaken for this one's.
+    for old in [*folder.glob("*.jpg"), *folder.glob("sheet-*.png")]:
+        old.unlink()
     commit = _git(git_dir, "rev-parse", "HEAD").decode().strip()
     license_found = source_license(git_dir)
     index = known(reference_manifests)
@@ -236,8 +239,6 @@ def candidates(source: str, git_dir: Path, work_dir: Path, *, under: str = "",
         writer.writerows(rows)
     (folder / "source.txt").write_text(f"source={source}\ncommit={commit}\nlicense={license_found}\n",
                                        encoding="utf-8")
-    for old in folder.glob("sheet-*.png"):
-        old.unlink()
     sheets = draw_sheets(tiles, folder, "sheet-")
     return CandidateSet(folder, len(tiles), small, unreadable, duplicates, license_found, commit, sheets)
 

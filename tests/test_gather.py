@@ -104,8 +104,11 @@ def test_added_photos_carry_provenance_and_load_as_a_manifest(source, tmp_path):
             assert max(stored.size) == gather.STORED_SIDE and stored.format == "JPEG"
     with pytest.raises(gather.GatherError, match="already in"):
         gather.add("b9-test", found.folder, "ordinary", [rows["img/ransel.jpg"]])
-    # Looked at again, the source's photos already in a batch are marked as duplicates, and add refuses them.
-    again = gather.candidates(SOURCE, source, tmp_path / "again")
+    # Looked at again, the source's photos already in a batch are marked as duplicates, and add refuses them;
+    # the earlier run's numbered files are gone, so no old number can be taken for a new one.
+    again = gather.candidates(SOURCE, source, tmp_path / "work")
+    fresh = [row["index"] for row in csv.DictReader((again.folder / "candidates.csv").open()) if not row["duplicate_of"]]
+    assert sorted(p.stem for p in again.folder.glob("*.jpg")) == sorted(fresh) == ["0"]
     assert again.duplicates == 3
     with pytest.raises(gather.GatherError, match="duplicates"):
         gather.add("b9-other", again.folder, "ordinary", [rows["img/ransel.jpg"]])
