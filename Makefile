@@ -32,9 +32,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-serve
 	$(FLEXGUARD) serve
 
-# The review tests run on SQLite and on a local PostgreSQL, which .ci/test-postgres.sh starts.
+# The review tests run on SQLite and on a throwaway PostgreSQL that .ci/test-postgres.sh makes in a
+# temporary folder (free port, random password) and stops when the tests end, pass, fail or are
+# interrupted: no server is left running.
 test: system-deps $(VENV)/.installed-test
-	FLEXGUARD_TEST_POSTGRES_URL="$$(sh .ci/test-postgres.sh)" $(BIN)/python -m pytest
+	@cluster=$$(mktemp -d -t flexguard-postgres.XXXXXX); \
+	trap 'sh .ci/test-postgres.sh stop "$$cluster"' EXIT; trap 'exit 130' INT TERM; \
+	FLEXGUARD_TEST_POSTGRES_URL="$$(sh .ci/test-postgres.sh start "$$cluster")" $(BIN)/python -m pytest
 
 # Debian's packages for the tests: chromium for the browser tests (tests/test_page.py,
 # tests/test_review_page.py), which Playwright drives at /usr/bin/chromium (never `playwright install`:
