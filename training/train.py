@@ -206,7 +206,7 @@ def train(config: TrainConfig) -> Path:
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     probe_val = _fit_probe(net.head.linear, train_pooled, train_labels, weights, config)
     probe_figures = _validation_figures(val_labels, probe_val(val_pooled))
-    print(f"linear probe, grouped validation: {probe_figures}")
+    print(f"linear probe, validation by {config.split_by}: {probe_figures}")
     history.append({"stage": "linear_probe", "split": "group", **probe_figures})
     probe_record = history[-1]
 
@@ -255,7 +255,7 @@ def train(config: TrainConfig) -> Path:
         val_scores = _scores(net, val_acts)
         figures = _validation_figures(val_labels, val_scores)
         history.append({"stage": "fine_tune", "epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), **figures})
-        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, grouped validation {figures}")
+        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, validation by {config.split_by} {figures}")
 
     _save_checkpoint(out_dir / "checkpoint.pt", net, config, manifest, val_labels, val_scores, history[-1])
     with open(out_dir / "history.jsonl", "w") as f:
