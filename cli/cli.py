@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "FLEXGUARD_API_KEYS (comma-separated; empty: no key "
                                             "needed), FLEXGUARD_CORS_ORIGINS (comma-separated); supervisor review: "
                                             "FLEXGUARD_DATABASE_URL (default sqlite:///flexguard.db), "
-                                            "FLEXGUARD_PHOTO_RETENTION_DAYS (7), FLEXGUARD_PURGE_INTERVAL_S, "
+                                            "FLEXGUARD_PHOTO_RETENTION_DAYS (7), FLEXGUARD_PURGE_INTERVAL_S, FLEXGUARD_PENDING_EXPIRY_DAYS (30), "
                                             "FLEXGUARD_WEBHOOK_RETRY_BASE_S, FLEXGUARD_WEBHOOK_RETRY_MAX_S, "
                                             "FLEXGUARD_WEBHOOK_MAX_ATTEMPTS, FLEXGUARD_WEBHOOK_TIMEOUT_S, FLEXGUARD_WEBHOOK_POLL_S.")
     serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH, or the shipped model of FLEXGUARD_MODEL_VARIANT)")
