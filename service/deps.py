@@ -1,7 +1,8 @@
 """The routes' dependencies, as FastAPI ``Annotated`` types: what each handler needs, named once.
 
 ``State``, ``ScorerDep`` and ``Review`` hand out the app's parts; ``Caller`` is the holder of a review
-key, and ``SubmitKey``, ``ReviewKey`` and ``AdminKey`` require its role; ``ScoringSlot`` counts a
+key, and ``SubmitKey`` and ``AdminKey`` require its role (a review key's routes are checked by the
+store, which also tells another unit's reviewer from a wrong role); ``ScoringSlot`` counts a
 scoring request in progress and refuses one over the limit (503 ``overloaded``, before the body is read).
 """
 
@@ -66,7 +67,6 @@ def _with_role(role: Role) -> Callable[..., Any]:
 
 
 SubmitKey = Annotated[Principal, Depends(_with_role(Role.SUBMIT))]
-ReviewKey = Annotated[Principal, Depends(_with_role(Role.REVIEW))]
 AdminKey = Annotated[Principal, Depends(_with_role(Role.ADMIN))]
 
 
