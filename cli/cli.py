@@ -52,7 +52,7 @@ def _require_training_extra() -> None:
 
 def _require_eval_extra() -> None:
     try:
-        import onnx  # noqa: F401
+        import sklearn  # noqa: F401
     except ImportError:
         raise UserError("this command needs the evaluation extra: pip install 'flexguard[eval]'") from None
 
@@ -82,6 +82,7 @@ def _parse_named_model(text: str) -> tuple[str, Path]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    _require_eval_extra()
     from flexguard.datasets.manifest import load_manifests
     from flexguard.training.evaluate import evaluate
 
@@ -98,7 +99,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.max_auc_drop is not None:
         _check_auc_drop(files.metrics, primary, [name for name in models if name != primary], args.max_auc_drop)
     if args.stamp:
-        _require_eval_extra()
         from flexguard.models.metadata import stamp_evaluation
 
         info = stamp_evaluation(primary_path, files.metrics, primary)
@@ -120,7 +120,6 @@ def _check_auc_drop(metrics_path: Path, primary: str, references: list[str], max
 
 
 def _cmd_quantize(args: argparse.Namespace) -> None:
-    _require_eval_extra()
     from flexguard.datasets.manifest import load_manifests
     from flexguard.datasets.splits import group_split
     from flexguard.models.metadata import read_info
@@ -261,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", type=Path, help="checkpoint.pt or probe.pt from `flexguard train`")
     export.add_argument("--baseline", action="store_true", help="export the zero-training ImageNet baseline instead")
     export.add_argument("--name", default="flexguard", help="model name in the metadata (default: flexguard)")
-    export.add_argument("--model-version", default=__version__, help=f"model version in the metadata (default: {__version__})")
+    export.add_argument("--model-version", help="model version in the metadata (default: the export's date and the first "
+                                                "8 hex digits of the weights' SHA-256, e.g. 2026.11.30+3f9a0c1e, so every "
+                                                "retrain gets its own)")
     export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     export.set_defaults(func=_cmd_export)
 

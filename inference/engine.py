@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
@@ -24,7 +24,16 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort  # noqa: E402
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, ModelMetadataError, Thresholds, overall_risk
+from flexguard.models.metadata import (
+    CAM_OUTPUT,
+    INPUT_NAME,
+    SCORES_OUTPUT,
+    ModelInfo,
+    ModelMetadataError,
+    Thresholds,
+    compute_weights_sha256,
+    overall_risk,
+)
 from flexguard.models.preprocessing import Placement, load_image, open_image, preprocess
 
 from flexguard.models.vocabulary import ErrorCode
@@ -163,9 +172,18 @@ class Engine:
         except Exception as error:  # onnxruntime raises its own untyped errors for unreadable files
             raise ModelLoadError(f"cannot load model {path}: {error}") from None
         try:
-            self.info = ModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=str(path))
+            info = ModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=str(path))
         except ModelMetadataError as error:
             raise ModelLoadError(str(error)) from None
+        # The weights' digest is computed from the file rather than trusted from its metadata, so what the
+        # service, the scan rows and the audit trail name is exactly what scored the photos.
+        weights = compute_weights_sha256(path)
+        if info.weights_sha256 and info.weights_sha256 != weights:
+            raise ModelLoadError(
+                f"{path}: its metadata names weights {info.weights_sha256[:12]}… but the file holds {weights[:12]}…: "
+                "it was changed after export; export or stamp it again"
+            )
+        self.info = replace(info, weights_sha256=weights)
         outputs = {o.name for o in self.session.get_outputs()}
         if {SCORES_OUTPUT, CAM_OUTPUT} - outputs or self.session.get_inputs()[0].name != INPUT_NAME:
             raise ModelLoadError(f"{path}: expected input {INPUT_NAME!r} and outputs {SCORES_OUTPUT!r}, {CAM_OUTPUT!r}")

@@ -7,8 +7,10 @@ with a missing or malformed field, naming it, instead of guessing defaults.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,9 @@ REQUIRED_KEYS = (
     "data_manifest_sha256",
     "validation_metrics",
 )
+# Written by ``stamp`` since weights identity was added; files stamped before it lack it, and the engine
+# computes it from the weights either way (and refuses a file whose stamp disagrees with them).
+WEIGHTS_KEY = "weights_sha256"
 
 
 class ModelMetadataError(ValueError):
@@ -78,6 +83,9 @@ class ModelInfo:
     thresholds: Thresholds
     data_manifest_sha256: str
     validation_metrics: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the weights (``weights_sha256``): with ``version`` it says exactly which model scored a
+    # photo, since a version is a name people give and two retrains could be given the same one.
+    weights_sha256: str = ""
 
     @property
     def category_ids(self) -> tuple[str, ...]:
@@ -94,6 +102,8 @@ class ModelInfo:
             "data_manifest_sha256": self.data_manifest_sha256,
             "validation_metrics": self.validation_metrics,
         }
+        if self.weights_sha256:
+            values[WEIGHTS_KEY] = self.weights_sha256
         return {KEY_PREFIX + key: json.dumps(value, ensure_ascii=False) for key, value in values.items()}
 
     @classmethod
@@ -104,8 +114,8 @@ class ModelInfo:
                 f"{source} is not a flexguard model: its ONNX metadata lacks {', '.join(missing)} "
                 "(export it with `flexguard export`)"
             )
-        values: dict[str, Any] = {}
-        for key in REQUIRED_KEYS:
+        values: dict[str, Any] = {WEIGHTS_KEY: ""}
+        for key in (key for key in (*REQUIRED_KEYS, WEIGHTS_KEY) if KEY_PREFIX + key in metadata):
             try:
                 values[key] = json.loads(metadata[KEY_PREFIX + key])
             except json.JSONDecodeError as error:
@@ -132,11 +142,35 @@ class ModelInfo:
             thresholds=thresholds,
             data_manifest_sha256=str(values["data_manifest_sha256"]),
             validation_metrics=values["validation_metrics"],
+            weights_sha256=str(values[WEIGHTS_KEY]),
         )
 
 
-# Reading and writing the metadata of an ONNX file needs the ``onnx`` package (the ``eval`` extra),
-# imported here only when called: serving reads the metadata through onnxruntime instead.
+# Reading and writing an ONNX file's metadata and weights needs the ``onnx`` package, imported here only
+# when called, so that the contract itself imports no model runtime.
+
+
+def compute_weights_sha256(path: str | Path) -> str:
+    """SHA-256 of an ONNX file's weights: every initializer's name, type, shape and values, in graph order.
+
+    Metadata is left out, so restamping thresholds or metrics keeps the digest; any change to a weight
+    (a retrain, INT8 quantisation) changes it.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256()
+    for tensor in onnx.load(str(path)).graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        digest.update(f"{tensor.name}|{values.dtype.str}|{values.shape}|".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def derived_version(weights_digest: str, on: date) -> str:
+    """A version that changes with every retrain without anyone choosing it: the export's date and the
+    first 8 hex digits of the weights (``2026.11.30+3f9a0c1e``)."""
+    return f"{on:%Y.%m.%d}+{weights_digest[:8]}"
 
 
 def read_info(path: str | Path) -> ModelInfo:
@@ -148,11 +182,14 @@ def read_info(path: str | Path) -> ModelInfo:
 
 
 def stamp(path: str | Path, info: ModelInfo) -> None:
-    """(Re)write ``info`` into the ONNX file's metadata, leaving the graph untouched."""
+    """(Re)write ``info`` into the ONNX file's metadata, leaving the graph untouched.
+
+    The weights digest is always computed here from the file itself, so a stamp never carries a stale one.
+    """
     import onnx
 
+    fields = replace(info, weights_sha256=compute_weights_sha256(path)).to_metadata()
     model = onnx.load(str(path))
-    fields = info.to_metadata()
     kept = [p for p in model.metadata_props if p.key not in fields]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

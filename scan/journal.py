@@ -70,9 +70,11 @@ class ScanParams:
             ("folders", self.roots, other.roots),
             ("--include", self.include, other.include),
             ("--exclude", self.exclude, other.exclude),
-            ("model", (self.model.name, self.model.version), (other.model.name, other.model.version)),
         )
-        return [f"{name} {' '.join(old) or '(none)'}, now {' '.join(new) or '(none)'}" for name, old, new in pairs if old != new]
+        found = [f"{name} {' '.join(old) or '(none)'}, now {' '.join(new) or '(none)'}" for name, old, new in pairs if old != new]
+        if self.model != other.model:
+            found.append(f"model {self.model.describe()}, now {other.model.describe()}")
+        return found
 
 
 # --- The two row formats. ``records`` yields (row or None for a header, byte offset after it) and stops

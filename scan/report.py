@@ -173,7 +173,7 @@ def _summary(summary: ScanSummary, model: ModelIdentity, roots: Sequence[str], n
     generated = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     facts = (
         ("output", f"{summary.out} ({summary.rows})"),
-        ("model", f"{model.name} {model.version}"),
+        ("model", model.describe()),
         ("folders", " ".join(roots)),
         ("generated", generated),
     )

@@ -23,7 +23,7 @@ from flexguard.inference.engine import Engine, ImageError, ImageScore, Prepared
 # Every row has these keys, in this order (CSV columns replace "scores" by one column per category).
 ROW_KEYS = (
     "path", "size", "sha256", "ok", "risk", "decision", "scores", "evidence",
-    "width", "height", "format", "model_version", "error_code", "error_message",
+    "width", "height", "format", "model_version", "model_weights_sha256", "error_code", "error_message",
 )
 # A photo is never this big; refusing it keeps a stray disk image or video with a JPEG header from
 # being read into memory (it still gets a row, with its size and hash).
@@ -50,6 +50,7 @@ class ModelIdentity:
 
     name: str
     version: str
+    weights_sha256: str
     categories: tuple[CategoryLabel, ...]
 
     @property
@@ -58,14 +59,23 @@ class ModelIdentity:
 
     @classmethod
     def from_info(cls, info: ModelInfo) -> "ModelIdentity":
-        return cls(info.name, info.version, tuple(CategoryLabel(c.id, c.name_en, c.name_id) for c in info.categories))
+        return cls(info.name, info.version, info.weights_sha256,
+                   tuple(CategoryLabel(c.id, c.name_en, c.name_id) for c in info.categories))
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "categories": [asdict(c) for c in self.categories]}
+        return {"name": self.name, "version": self.version, "weights_sha256": self.weights_sha256,
+                "categories": [asdict(c) for c in self.categories]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelIdentity":
-        return cls(str(data["name"]), str(data["version"]), tuple(CategoryLabel(**c) for c in data["categories"]))
+        # A sidecar from before weights were recorded has none: "" never equals a real digest, so
+        # resuming such a scan is refused rather than assumed to be the same model.
+        return cls(str(data["name"]), str(data["version"]), str(data.get("weights_sha256", "")),
+                   tuple(CategoryLabel(**c) for c in data["categories"]))
+
+    def describe(self) -> str:
+        """How a person tells two models apart: name, version and the start of the weights' digest."""
+        return f"{self.name} {self.version} (weights {self.weights_sha256[:12] or 'not recorded'})"
 
 
 @dataclass(frozen=True)
@@ -132,45 +142,45 @@ def load(engine: Engine, path: str) -> Loaded:
 
 def score_loaded(engine: Engine, loaded: Sequence[Loaded]) -> list[dict[str, Any]]:
     """Rows for ``loaded``, in order: the decoded photos go through the model in one batch."""
-    version = engine.info.version
+    model = ModelIdentity.from_info(engine.info)
     scores = iter(engine.score_prepared([item.outcome for item in loaded if isinstance(item.outcome, Prepared)]))
     rows = []
     for item in loaded:
         if isinstance(item.outcome, ImageError):
-            rows.append(error_row(item.path, item.facts, item.outcome.code, item.outcome.message, version))
+            rows.append(error_row(item.path, item.facts, item.outcome.code, item.outcome.message, model))
         else:
-            rows.append(scored_row(item.path, item.facts, next(scores), version))
+            rows.append(scored_row(item.path, item.facts, next(scores), model))
     return rows
 
 
-def _row(path: str, facts: FileFacts | None, model_version: str, **fields: Any) -> dict[str, Any]:
+def _row(path: str, facts: FileFacts | None, model: ModelIdentity, **fields: Any) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
-    row.update(path=path, model_version=model_version, **fields)
+    row.update(path=path, model_version=model.version, model_weights_sha256=model.weights_sha256, **fields)
     if facts is not None:
         row.update(size=facts.size, sha256=facts.sha256)
     return row
 
 
-def scored_row(path: str, facts: FileFacts | None, score: ImageScore, model_version: str) -> dict[str, Any]:
+def scored_row(path: str, facts: FileFacts | None, score: ImageScore, model: ModelIdentity) -> dict[str, Any]:
     return _row(
-        path, facts, model_version,
+        path, facts, model,
         ok=True, risk=score.risk, decision=score.decision, scores=dict(score.scores),
         evidence=[{"category": e.category, "score": e.score, "box": list(e.box)} for e in score.evidence],
         width=score.width, height=score.height, format=score.format,
     )
 
 
-def error_row(path: str, facts: FileFacts | None, code: str, message: str, model_version: str) -> dict[str, Any]:
-    return _row(path, facts, model_version, ok=False, error_code=code, error_message=message)
+def error_row(path: str, facts: FileFacts | None, code: str, message: str, model: ModelIdentity) -> dict[str, Any]:
+    return _row(path, facts, model, ok=False, error_code=code, error_message=message)
 
 
-def service_row(path: str, facts: FileFacts, result: dict[str, Any], model_version: str) -> dict[str, Any]:
+def service_row(path: str, facts: FileFacts, result: dict[str, Any], model: ModelIdentity) -> dict[str, Any]:
     """A row from one entry of the service's ``/v1/score`` response (same fields as ``scored_row``)."""
     if not result["ok"]:
-        return error_row(path, facts, result["error"]["code"], result["error"]["message"], model_version)
+        return error_row(path, facts, result["error"]["code"], result["error"]["message"], model)
     image = result["image"]
     return _row(
-        path, facts, model_version,
+        path, facts, model,
         ok=True, risk=result["risk"], decision=result["decision"],
         scores={entry["id"]: entry["score"] for entry in result["categories"]},
         evidence=[{"category": e["category"], "score": e["score"], "box": list(e["box"])} for e in result["evidence"]],
@@ -234,6 +244,7 @@ def from_csv_record(record: Sequence[str], category_ids: Sequence[str]) -> dict[
         "height": number("height", int),
         "format": cells["format"] if ok else None,
         "model_version": cells["model_version"],
+        "model_weights_sha256": cells["model_weights_sha256"],
         "error_code": None if ok else cells["error_code"],
         "error_message": None if ok else cells["error_message"],
     }

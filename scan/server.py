@@ -62,7 +62,7 @@ class ServerScorer:
         try:
             answer = response.json()
             categories = tuple(CategoryLabel(c["id"], c["name_en"], c["name_id"]) for c in answer["categories"])
-            identity = ModelIdentity(str(answer["name"]), str(answer["version"]), categories)
+            identity = ModelIdentity(str(answer["name"]), str(answer["version"]), str(answer["weights_sha256"]), categories)
             # One request never carries more photos than the service takes.
             self.batch_size = min(self.batch_size, int(answer["limits"]["max_files"]))
         except (ValueError, KeyError, TypeError) as error:
@@ -100,8 +100,8 @@ class ServerScorer:
         response = self._request("POST", SCORE_ROUTE, files=files)
         try:
             answer = response.json()
-            if len(answer["results"]) != len(photos) or not {"name", "version"} <= set(answer["model"]):
-                raise ValueError("expected a model name and version and one result per photo")
+            if len(answer["results"]) != len(photos) or not {"name", "version", "weights_sha256"} <= set(answer["model"]):
+                raise ValueError("expected a model name, version and weights digest and one result per photo")
         except (ValueError, KeyError, TypeError) as error:
             raise ScanError(f"{self.url} does not answer like a flexguard service ({error})") from None
         return answer
@@ -116,29 +116,30 @@ class ServerScorer:
                 return [f"the service refused the file: {refusal}"]
             middle = len(photos) // 2
             return self._score_bytes(photos[:middle]) + self._score_bytes(photos[middle:])
-        version = answer["model"]["version"]
-        if version != self.model.version:
-            raise ScanError(f"the service's model changed from {self.model.version} to {version} during the scan; add --force to start over")
+        model = answer["model"]
+        if (model["version"], model["weights_sha256"]) != (self.model.version, self.model.weights_sha256):
+            now = ModelIdentity(str(model["name"]), str(model["version"]), str(model["weights_sha256"]), self.model.categories)
+            raise ScanError(f"the service's model changed from {self.model.describe()} to {now.describe()} during the scan; "
+                            "add --force to start over")
         return answer["results"]
 
     def _score_batch(self, paths: Sequence[str]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any] | None] = []
         uploads: list[tuple[int, str, bytes, FileFacts]] = []
-        version = self.model.version
         for path in paths:
             try:
                 data, facts = read_file(path)
             except FileError as error:
-                rows.append(error_row(path, error.facts, error.code, error.message, version))
+                rows.append(error_row(path, error.facts, error.code, error.message, self.model))
                 continue
             uploads.append((len(rows), path, data, facts))
             rows.append(None)
         results = self._score_bytes([data for _, _, data, _ in uploads]) if uploads else []
         for (slot, path, _, facts), result in zip(uploads, results):
             if isinstance(result, str):
-                rows[slot] = error_row(path, facts, ErrorCode.REJECTED_BY_SERVER, result, version)
+                rows[slot] = error_row(path, facts, ErrorCode.REJECTED_BY_SERVER, result, self.model)
             else:
-                rows[slot] = service_row(path, facts, result, version)
+                rows[slot] = service_row(path, facts, result, self.model)
         return rows  # type: ignore[return-value]
 
     def rows(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -95,7 +95,7 @@ class Metrics:
                 self.rejected.labels(reason=code)
 
     def set_model(self, info: ModelInfo) -> None:
-        self.model.info({"name": info.name, "version": info.version})
+        self.model.info({"name": info.name, "version": info.version, "weights_sha256": info.weights_sha256})
 
     def watch_review(self, count_by_status: Callable[[], dict[str, int]]) -> None:
         """Report the review database's submissions by status (the pending queue's length) at each scrape."""

@@ -19,9 +19,19 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 _TIMING_DECIMALS = 2
 
 
+WEIGHTS_DESCRIPTION = "SHA-256 of the model's weights, computed from the file when the service loaded it."
+
+
 class ModelRef(BaseModel):
     name: str = Field(description="Model name, from the model file's metadata.")
-    version: str = Field(description="Model version, from the model file's metadata.")
+    version: str = Field(description="Model version, from the model file's metadata; every retrain gets its own.")
+    weights_sha256: str | None = Field(
+        description=WEIGHTS_DESCRIPTION + " Null only for submissions stored before flexguard recorded it."
+    )
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> "ModelRef":
+        return cls(name=info.name, version=info.version, weights_sha256=info.weights_sha256)
 
 
 class ThresholdsOut(BaseModel):
@@ -146,7 +156,8 @@ class Limits(BaseModel):
 
 class ModelResponse(BaseModel):
     name: str = Field(description="Model name, from the model file's metadata.")
-    version: str = Field(description="Model version, from the model file's metadata.")
+    version: str = Field(description="Model version, from the model file's metadata; every retrain gets its own.")
+    weights_sha256: str = Field(description=WEIGHTS_DESCRIPTION)
     categories: list[CategoryOut] = Field(description="The taxonomy, in the order scores are given.")
     thresholds: ThresholdsOut = Field(description="The model's own thresholds, used unless a request gives its own.")
     input: InputSpec = Field(description="How photos are turned into the model's input.")
@@ -159,6 +170,7 @@ class ModelResponse(BaseModel):
         return cls(
             name=info.name,
             version=info.version,
+            weights_sha256=info.weights_sha256,
             categories=[CategoryOut(**c.to_dict()) for c in info.categories],
             thresholds=ThresholdsOut.of(info.thresholds),
             input=InputSpec(**info.preprocess.to_dict()),

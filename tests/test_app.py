@@ -10,6 +10,7 @@ import io
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from flexguard.models.metadata import compute_weights_sha256
 from flexguard.service.state import of_app
 from flexguard.models.taxonomy import CATEGORIES
 from flexguard.service.app import create_app
@@ -178,7 +180,7 @@ def test_readyz_waits_for_the_warm_up_inference(tiny_model_path, red_jpeg):
 def test_engine_is_loaded_by_the_lifespan(client, tiny_model_path, tiny_model_info):
     engine = of_app(client.app).engine
     assert engine.path == tiny_model_path
-    assert engine.info == tiny_model_info
+    assert engine.info == replace(tiny_model_info, weights_sha256=compute_weights_sha256(tiny_model_path))
 
 
 def test_missing_model_fails_at_startup(tmp_path):
@@ -195,7 +197,8 @@ def test_score_one_photo(client, red_jpeg, tiny_model_info):
     response = client.post("/v1/score", files=upload(("red.jpg", red_jpeg)))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == {"name": tiny_model_info.name, "version": tiny_model_info.version}
+    assert body["model"] == {"name": tiny_model_info.name, "version": tiny_model_info.version,
+                             "weights_sha256": compute_weights_sha256(of_app(client.app).engine.path)}
     assert body["thresholds"] == {"review": tiny_model_info.thresholds.review, "block": tiny_model_info.thresholds.block}
     (result,) = body["results"]
     check_result(result)
@@ -563,6 +566,7 @@ def test_api_keys_are_in_the_openapi_docs(keyed_client, client):
 def test_model_endpoint(client, tiny_model_info):
     body = client.get("/v1/model").json()
     assert body["name"] == tiny_model_info.name and body["version"] == tiny_model_info.version
+    assert body["weights_sha256"] == compute_weights_sha256(of_app(client.app).engine.path)
     assert body["categories"] == [c.to_dict() for c in tiny_model_info.categories]
     assert body["thresholds"] == {"review": tiny_model_info.thresholds.review, "block": tiny_model_info.thresholds.block}
     assert body["validation_metrics"] == tiny_model_info.validation_metrics
@@ -596,7 +600,9 @@ def test_metrics_move(client, red_jpeg, grey_png):
     assert moved("flexguard_batch_size_sum") == 2  # both good photos went through the model
     assert 1 <= moved("flexguard_batch_size_count") <= 2
     assert moved("flexguard_inference_duration_seconds_count") == moved("flexguard_batch_size_count")
-    assert after[("flexguard_model_info", (("name", "flexguard-tiny-test"), ("version", "0.0.1-test")))] == 1
+    weights = compute_weights_sha256(of_app(client.app).engine.path)
+    model_labels = (("name", "flexguard-tiny-test"), ("version", "0.0.1-test"), ("weights_sha256", weights))
+    assert after[("flexguard_model_info", model_labels)] == 1
     # The metrics scrape itself is counted too (before this second scrape read the numbers).
     assert moved("flexguard_http_requests_total", route="/metrics", method="GET", status="200") == 1
 

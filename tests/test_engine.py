@@ -7,13 +7,14 @@ category is high exactly where the photo is red, so scores and evidence boxes ar
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 import zlib
 
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from flexguard.models.metadata import KEY_PREFIX, REQUIRED_KEYS, Thresholds
+from flexguard.models.metadata import KEY_PREFIX, REQUIRED_KEYS, Thresholds, compute_weights_sha256
 from flexguard.models.preprocessing import Placement, preprocess
 from flexguard.models.taxonomy import CATEGORY_IDS
 from flexguard.inference.engine import (
@@ -68,12 +69,19 @@ def assert_same_score(a: ImageScore, b: ImageScore, tolerance: float = 1e-4) -> 
 
 
 def test_loads_the_tiny_model(engine, tiny_model_path, tiny_model_info):
-    assert engine.info == tiny_model_info
+    # The weights' digest is computed at load; everything else is what the file says.
+    assert engine.info == replace(tiny_model_info, weights_sha256=compute_weights_sha256(tiny_model_path))
     assert engine.info.category_ids == CATEGORY_IDS
     assert engine.path == tiny_model_path
     scores, cams = engine.run(np.zeros((2, 3, 260, 260), dtype=np.float32))
     assert scores.shape == (2, len(CATEGORY_IDS))
     assert cams.shape == (2, len(CATEGORY_IDS), CAM_CELLS, CAM_CELLS)
+
+
+def test_a_file_whose_weights_differ_from_its_stamp_is_refused(write_model):
+    changed = write_model(override={"weights_sha256": '"' + "0" * 64 + '"'})
+    with pytest.raises(ModelLoadError, match="changed after export"):
+        Engine(changed)
 
 
 def test_missing_model_file(tmp_path):

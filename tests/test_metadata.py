@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import date
 
+import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from flexguard.models.metadata import (
     FORMAT_VERSION,
@@ -13,6 +18,10 @@ from flexguard.models.metadata import (
     ModelInfo,
     ModelMetadataError,
     Thresholds,
+    compute_weights_sha256,
+    derived_version,
+    read_info,
+    stamp,
 )
 from flexguard.models.preprocessing import PreprocessSpec
 from flexguard.models.taxonomy import CATEGORIES, CATEGORY_IDS
@@ -147,3 +156,35 @@ def test_thresholds_validate_their_order():
 )
 def test_decide_boundaries(risk, decision):
     assert INFO.thresholds.decide(risk) == decision
+
+
+# --- model identity: the weights' digest and a version per retrain ---
+
+
+def test_stamp_writes_the_digest_of_the_weights_and_restamping_keeps_it(tiny_model_path, tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(tiny_model_path.read_bytes())
+    weights = compute_weights_sha256(path)
+    assert len(weights) == 64 and read_info(path).weights_sha256 == ""  # built by the tests, never stamped
+    stamp(path, replace(read_info(path), weights_sha256="0" * 64))  # a stale claim is never written
+    assert read_info(path).weights_sha256 == weights
+    stamp(path, replace(read_info(path), thresholds=Thresholds(review=0.2, block=0.4)))
+    assert read_info(path).weights_sha256 == compute_weights_sha256(path) == weights  # metadata is not weights
+
+
+def test_any_changed_weight_changes_the_digest(tiny_model_path, tmp_path):
+    model = onnx.load(str(tiny_model_path))
+    gain = model.graph.initializer[-1]
+    gain.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(gain) * np.float32(1.001), gain.name))
+    changed = tmp_path / "changed.onnx"
+    onnx.save(model, str(changed))
+    assert compute_weights_sha256(changed) != compute_weights_sha256(tiny_model_path)
+
+
+def test_derived_version_names_the_day_and_the_weights():
+    assert derived_version("3f9a0c1e" + "0" * 56, date(2026, 11, 30)) == "2026.11.30+3f9a0c1e"
+
+
+def test_a_malformed_weights_digest_is_named():
+    with pytest.raises(ModelMetadataError, match="weights_sha256"):
+        ModelInfo.from_metadata({**INFO.to_metadata(), KEY_PREFIX + "weights_sha256": "{not json"})

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from flexguard.models.metadata import compute_weights_sha256
 from flexguard.models.taxonomy import CATEGORIES
 from flexguard.service.app import create_app
 from flexguard.service.review.store import Principal
@@ -80,7 +81,7 @@ def test_a_post_whose_photos_are_all_allowed_is_cleared_at_once_and_nothing_is_s
     assert actions(world, body["id"]) == ["submitted"]
 
 
-def test_pending_then_approved(world, client):
+def test_pending_then_approved(world, client, tiny_model_path):
     red, grey = red_photo(), grey_photo()
     answer = submit(client, world.submit["dinkes"], grey, red, caption="Mobil dinas baru")
     assert answer.status_code == 201, answer.text
@@ -113,7 +114,11 @@ def test_pending_then_approved(world, client):
     # Audit: who, what, scores and model version at the time.
     events = [e for e in world.store.audit_events() if e.submission_id == submission["id"]]
     assert [e.action for e in events] == ["submitted", "approved"]
-    assert events[0].details["model"]["version"] == "0.0.1-test"
+    # Every event about the submission names the model that scored it, weights included.
+    weights = compute_weights_sha256(tiny_model_path)
+    assert all(e.details["model"] == {"name": "flexguard-tiny-test", "version": "0.0.1-test", "weights_sha256": weights}
+               for e in events)
+    assert opened["model"]["weights_sha256"] == weights
     assert events[0].details["photos"][1]["categories"]["luxury_car"] == pytest.approx(top["score"])
     assert events[1].actor.startswith("fgr_review_") and events[1].details["comment"] == "Mobil dinas, bukan pribadi"
 

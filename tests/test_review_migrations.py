@@ -12,13 +12,14 @@ from sqlalchemy import text
 from flexguard.service.review.database import alembic_config, current_revision, migrate, open_database, table_names
 from flexguard.service.review.tables import Base
 
-FIRST, NEWEST = "0001", "0002"
+REVISIONS = ["0001", "0002", "0003"]
+FIRST, NEWEST = REVISIONS[0], REVISIONS[-1]
 
 
 def test_the_revisions_are_one_line_from_the_first_to_the_newest():
     scripts = ScriptDirectory.from_config(alembic_config(open_database("sqlite://")))
     assert scripts.get_heads() == [NEWEST]
-    assert [r.revision for r in scripts.walk_revisions()] == [NEWEST, FIRST]
+    assert [r.revision for r in scripts.walk_revisions()] == REVISIONS[::-1]
 
 
 def test_an_empty_database_is_migrated_to_exactly_the_code_s_tables(database_url):
@@ -52,7 +53,8 @@ def test_a_database_at_the_previous_schema_is_upgraded_with_its_data(database_ur
     assert current_revision(engine) == NEWEST
     with engine.connect() as connection:
         key = connection.execute(text("SELECT prefix, webhook_url FROM api_keys")).one()
-        submission = connection.execute(text("SELECT id, status, caption FROM submissions")).one()
+        submission = connection.execute(text("SELECT id, status, caption, model_weights_sha256 FROM submissions")).one()
     assert tuple(key) == ("fgr_submit_abcdefgh", None)
-    assert tuple(submission) == ("sub_old", "pending", "Lama")
+    # which weights scored a submission from before 0003 was never recorded: null, not a guess
+    assert tuple(submission) == ("sub_old", "pending", "Lama", None)
     assert "webhook_deliveries" in table_names(engine)

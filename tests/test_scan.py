@@ -132,6 +132,7 @@ def _check_rows(rows: dict[str, dict], expected: dict[str, dict], category_ids) 
         row = rows[path]
         assert list(row) == list(ROW_KEYS)
         assert row["model_version"]
+        assert len(row["model_weights_sha256"]) == 64
         if want["ok"]:
             assert row["ok"] is True and row["error_code"] is None and row["error_message"] is None
             assert row["format"] == want["format"]
@@ -305,12 +306,13 @@ def test_sniffing():
 
 # --- The journal on its own: torn tails of both formats are cut, the rest is kept. ---
 
-MODEL = ModelIdentity("m", "1", ())
+MODEL = ModelIdentity("m", "1", "ab" * 32, ())
 
 
 def _row(path: str, message: str = "boom") -> dict:
     return {key: None for key in ROW_KEYS} | {"path": path, "ok": False, "error_code": "decode_failed",
-                                                "error_message": message, "model_version": "1"}
+                                                "error_message": message, "model_version": "1",
+                                                "model_weights_sha256": "ab" * 32}
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

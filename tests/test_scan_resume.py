@@ -13,8 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
+from flexguard.models import shipped_model_path
+from flexguard.models.metadata import compute_weights_sha256, read_info
 from test_scan import _scan_ok, noise_photo, read_csv, read_jsonl
 
 N_PHOTOS = 200
@@ -25,6 +29,8 @@ POLL_S = 0.01
 TIMEOUT_S = 120
 SIGINT_STATUS = 130
 SEED = 11
+SHIPPED_MODEL = shipped_model_path()
+USER_ERROR_STATUS = 2
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +55,9 @@ def uninterrupted(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return rows
 
 
-def _command(photos: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "flexguard", "scan", str(photos), "--out", str(out), "--batch-size", BATCH_SIZE, "--workers", "2"]
+def _command(photos: Path, out: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "flexguard", "scan", str(photos), "--out", str(out), "--batch-size", BATCH_SIZE,
+            "--workers", "2", *options]
 
 
 def _complete_rows(out: Path) -> int:
@@ -104,3 +111,42 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(photos, uninterrupted, tmp_
     assert out.read_bytes().endswith(b"\n")
     _resume(photos, out)
     assert read_jsonl(out) == uninterrupted
+
+
+def _retrain_with_the_same_name_and_version(out: Path) -> Path:
+    """What a 1-epoch retrain exported without --model-version looked like: the shipped file's metadata
+    (same name, same version) over different weights."""
+    model = onnx.load(str(SHIPPED_MODEL))
+    bias = model.graph.initializer[-1]
+    changed = numpy_helper.to_array(bias) + np.float32(0.5)
+    bias.CopyFrom(numpy_helper.from_array(changed, bias.name))
+    path = out / "retrain.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_scan_resumed_with_other_weights_under_the_same_version_is_refused(photos, tmp_path):
+    out = tmp_path / "scan.jsonl"
+    killed = _stop_part_way(photos, out, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    partial = out.read_bytes()
+    retrain = _retrain_with_the_same_name_and_version(tmp_path)
+    shipped, other = read_info(SHIPPED_MODEL), read_info(retrain)
+    assert (shipped.name, shipped.version) == (other.name, other.version)
+
+    refused = subprocess.run(_command(photos, out, "--model", str(retrain)), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert refused.returncode == USER_ERROR_STATUS
+    message = refused.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    shipped_weights, other_weights = compute_weights_sha256(SHIPPED_MODEL), compute_weights_sha256(retrain)
+    assert shipped_weights != other_weights
+    assert f"weights {shipped_weights[:12]}" in message and f"weights {other_weights[:12]}" in message
+    assert "--force to start over" in message
+    assert out.read_bytes() == partial  # nothing was mixed in
+
+    started_over = subprocess.run(_command(photos, out, "--model", str(retrain), "--force"),
+                                  capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert started_over.returncode == 0, started_over.stderr
+    rows = read_jsonl(out)
+    assert len(rows) == N_PHOTOS + 1
+    assert {row["model_weights_sha256"] for row in rows.values()} == {other_weights}

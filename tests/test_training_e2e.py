@@ -6,6 +6,8 @@ photos), and training's eval path must feed the model exactly the tensor the ser
 
 from __future__ import annotations
 
+from datetime import date
+
 import csv
 import json
 import random
@@ -18,7 +20,7 @@ from PIL import Image, ImageDraw
 torch = pytest.importorskip("torch")
 
 from flexguard.cli import main as cli_main  # noqa: E402
-from flexguard.models.metadata import read_info  # noqa: E402
+from flexguard.models.metadata import compute_weights_sha256, derived_version, read_info  # noqa: E402
 from flexguard.models.preprocessing import PreprocessSpec, load_image, preprocess  # noqa: E402
 from flexguard.models.taxonomy import CATEGORY_IDS  # noqa: E402
 from flexguard.inference.engine import Engine  # noqa: E402
@@ -102,6 +104,11 @@ def test_training_writes_run_files(tiny_run):
 
 def test_exported_model_loads_and_describes_itself(tiny_onnx, tiny_manifest):
     engine = Engine(tiny_onnx)
+    # No --model-version: the version is the export's date and the weights' digest, so a retrain never
+    # shares one; the stamped digest is the one the engine computes from the weights.
+    weights = compute_weights_sha256(tiny_onnx)
+    assert read_info(tiny_onnx).weights_sha256 == engine.info.weights_sha256 == weights
+    assert engine.info.version == derived_version(weights, date.today())
     assert engine.info.category_ids == CATEGORY_IDS
     assert engine.info.preprocess.size == 260
     assert len(engine.info.data_manifest_sha256) == 64

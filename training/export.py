@@ -6,11 +6,22 @@ metrics in its metadata (``models/metadata.py``), so whoever loads it needs noth
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import torch
 
-from flexguard.models.metadata import CAM_OUTPUT, INPUT_NAME, SCORES_OUTPUT, ModelInfo, Thresholds, stamp
+from flexguard.models.metadata import (
+    CAM_OUTPUT,
+    INPUT_NAME,
+    SCORES_OUTPUT,
+    ModelInfo,
+    Thresholds,
+    compute_weights_sha256,
+    derived_version,
+    stamp,
+)
 from flexguard.models.preprocessing import PreprocessSpec
 from flexguard.models.taxonomy import CATEGORIES, CATEGORY_IDS
 
@@ -41,7 +52,10 @@ def load_checkpoint(path: Path) -> tuple[FlexguardNet, dict]:
 
 
 def write_onnx(net: torch.nn.Module, info: ModelInfo, out: Path) -> Path:
-    """Trace ``net`` (image -> scores, maps) to ONNX with a dynamic batch axis and stamp ``info`` into it."""
+    """Trace ``net`` (image -> scores, maps) to ONNX with a dynamic batch axis and stamp ``info`` into it.
+
+    An empty ``info.version`` becomes one derived from today's date and the weights (``derived_version``).
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     size = info.preprocess.size
     example = torch.zeros(1, 3, size, size)
@@ -50,16 +64,18 @@ def write_onnx(net: torch.nn.Module, info: ModelInfo, out: Path) -> Path:
         input_names=[INPUT_NAME], output_names=[SCORES_OUTPUT, CAM_OUTPUT],
         dynamic_axes={INPUT_NAME: {0: "batch"}, SCORES_OUTPUT: {0: "batch"}, CAM_OUTPUT: {0: "batch"}},
     )
+    if not info.version:
+        info = replace(info, version=derived_version(compute_weights_sha256(out), date.today()))
     stamp(out, info)
     return out
 
 
-def info_from_checkpoint(checkpoint: dict, name: str, version: str) -> ModelInfo:
+def info_from_checkpoint(checkpoint: dict, name: str, version: str | None) -> ModelInfo:
     """Model description from the training run; thresholds and metrics are provisional until
     ``flexguard evaluate --stamp`` replaces them with the evaluated ones."""
     return ModelInfo(
         name=name,
-        version=version,
+        version=version or "",
         categories=CATEGORIES,
         preprocess=PreprocessSpec.from_dict(checkpoint["preprocess"]),
         thresholds=Thresholds(**checkpoint["thresholds"]),
@@ -68,7 +84,7 @@ def info_from_checkpoint(checkpoint: dict, name: str, version: str) -> ModelInfo
     )
 
 
-def export_checkpoint(checkpoint_path: Path, out: Path, name: str, version: str) -> Path:
+def export_checkpoint(checkpoint_path: Path, out: Path, name: str, version: str | None = None) -> Path:
     net, checkpoint = load_checkpoint(checkpoint_path)
     return write_onnx(net, info_from_checkpoint(checkpoint, name, version), out)
 

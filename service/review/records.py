@@ -73,6 +73,7 @@ class SubmissionRecord:
     risk: float
     model_name: str
     model_version: str
+    model_weights_sha256: str | None
     review_threshold: float
     block_threshold: float
     created_at: datetime
@@ -136,7 +137,8 @@ def submission_record(session: Session, submission: Submission, replayed: bool =
     return SubmissionRecord(
         id=submission.id, unit=submission.unit_id, account=submission.account, caption=submission.caption,
         status=submission.status, risk=submission.risk, model_name=submission.model_name,
-        model_version=submission.model_version, review_threshold=submission.review_threshold,
+        model_version=submission.model_version, model_weights_sha256=submission.model_weights_sha256,
+        review_threshold=submission.review_threshold,
         block_threshold=submission.block_threshold, created_at=submission.created_at,
         decided_at=submission.decided_at, decided_by=key_name(decider) if decider else None,
         comment=submission.comment, photos_purged_at=submission.photos_purged_at,

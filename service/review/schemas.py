@@ -82,7 +82,8 @@ class SubmissionOut(BaseModel):
     def fields_of(cls, record: SubmissionRecord) -> dict:
         return dict(
             id=record.id, unit=record.unit, account=record.account, caption=record.caption, status=record.status,
-            risk=record.risk, model=ModelRef(name=record.model_name, version=record.model_version),
+            risk=record.risk, model=ModelRef(name=record.model_name, version=record.model_version,
+                                                weights_sha256=record.model_weights_sha256),
             thresholds=ThresholdsOut(review=record.review_threshold, block=record.block_threshold),
             created_at=record.created_at, decided_at=record.decided_at, decided_by=record.decided_by,
             comment=record.comment, photos_purged_at=record.photos_purged_at,

@@ -293,7 +293,7 @@ class ReviewStore:
             else:
                 row.next_attempt_at = retry_at
                 return  # a retry is not a state change: it is recorded on the delivery, not audited
-            _audit(session, Principal.service(), action, unit=submission.unit_id, submission=submission.id, details=details)
+            _audit(session, Principal.service(), action, unit=submission.unit_id, submission=submission, details=details)
 
     # --- submissions ------------------------------------------------------------------------------
 
@@ -338,7 +338,8 @@ class ReviewStore:
             id=f"{SUBMISSION_ID_MARK}_{uuid.uuid4().hex}", unit_id=actor.unit, key_id=actor.key_id,
             account=draft.account, caption=draft.caption, status=status.value,
             risk=max(photo.score.risk for photo in draft.photos), model_name=draft.model.name,
-            model_version=draft.model.version, review_threshold=draft.thresholds.review,
+            model_version=draft.model.version, model_weights_sha256=draft.model.weights_sha256,
+            review_threshold=draft.thresholds.review,
             block_threshold=draft.thresholds.block, idempotency_key=draft.idempotency_key, request_digest=digest,
             created_at=utcnow(),
         )
@@ -358,9 +359,8 @@ class ReviewStore:
             for row, photo in zip(rows, draft.photos):
                 if photo.flagged:
                     session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.kept))
-        _audit(session, actor, "submitted", unit=actor.unit, submission=submission.id, details={
+        _audit(session, actor, "submitted", unit=actor.unit, submission=submission, details={
             "status": status.value, "account": draft.account, "risk": submission.risk,
-            "model": {"name": draft.model.name, "version": draft.model.version},
             "thresholds": {"review": draft.thresholds.review, "block": draft.thresholds.block},
             "photos": [{"position": r.position, "sha256": r.sha256, "risk": r.risk, "decision": r.decision,
                         "categories": {c["id"]: c["score"] for c in r.result["categories"]}} for r in rows],
@@ -422,9 +422,8 @@ class ReviewStore:
                 session.refresh(submission)
                 raise Conflict(_already(session, submission))
             session.refresh(submission)
-            _audit(session, actor, status.value, unit=submission.unit_id, submission=submission.id, details={
+            _audit(session, actor, status.value, unit=submission.unit_id, submission=submission, details={
                 "comment": comment, "risk": submission.risk,
-                "model": {"name": submission.model_name, "version": submission.model_version},
             })
             _queue_webhook(session, submission, now)
             session.flush()
@@ -453,7 +452,7 @@ class ReviewStore:
                     continue  # a reviewer decided it meanwhile
                 session.refresh(submission)
                 photos = _delete_photos(session, submission, now)
-                _audit(session, actor, Status.EXPIRED.value, unit=submission.unit_id, submission=submission.id,
+                _audit(session, actor, Status.EXPIRED.value, unit=submission.unit_id, submission=submission,
                        details={"pending_days": days, "photos_deleted": photos,
                                 "created_at": utc_text(submission.created_at)})
                 _queue_webhook(session, submission, now)
@@ -472,7 +471,7 @@ class ReviewStore:
             for submission in due:
                 photos = _delete_photos(session, submission, now)
                 deleted += photos
-                _audit(session, actor, "photos_purged", unit=submission.unit_id, submission=submission.id,
+                _audit(session, actor, "photos_purged", unit=submission.unit_id, submission=submission,
                        details={"photos": photos, "decided_at": submission.decided_at.isoformat(),
                                 "retention_days": retention / timedelta(days=1)})
             return PurgeReport(submissions=len(due), photos=deleted)
@@ -556,10 +555,14 @@ def _visible_to(actor: Principal, query: Any) -> Any:
     return query  # admin: every unit, for inspection (never the photos)
 
 
-def _audit(session: Session, actor: Principal, action: str, *, unit: str | None = None, submission: str | None = None,
-           details: dict[str, Any]) -> None:
-    session.add(AuditEvent(at=utcnow(), action=action, actor=actor.actor, unit_id=unit, submission_id=submission,
-                           details=details))
+def _audit(session: Session, actor: Principal, action: str, *, unit: str | None = None,
+           submission: Submission | None = None, details: dict[str, Any]) -> None:
+    """Append an audit event; one about a submission also names the model (version and weights) that scored it."""
+    if submission is not None:
+        details = {**details, "model": {"name": submission.model_name, "version": submission.model_version,
+                                        "weights_sha256": submission.model_weights_sha256}}
+    session.add(AuditEvent(at=utcnow(), action=action, actor=actor.actor, unit_id=unit,
+                           submission_id=submission.id if submission is not None else None, details=details))
 
 
 def _already(session: Session, submission: Submission) -> str:

@@ -108,6 +108,8 @@ class Submission(Base):
     risk: Mapped[float] = mapped_column(Float)
     model_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     model_version: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    # The scoring model's weights digest; null for submissions stored before migration 0003 recorded it.
+    model_weights_sha256: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH), nullable=True)
     review_threshold: Mapped[float] = mapped_column(Float)
     block_threshold: Mapped[float] = mapped_column(Float)
     idempotency_key: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)

@@ -65,7 +65,7 @@ async def score(
             metrics.images.inc()
             metrics.decisions.labels(decision=result.decision).inc()
     return ScoreResponse(
-        model=ModelRef(name=info.name, version=info.version),
+        model=ModelRef.of(info),
         thresholds=ThresholdsOut.of(thresholds),
         results=[FailedImage.of(r) if isinstance(r, ImageError) else ScoredImage.of(r, info.categories) for r in results],
     )
