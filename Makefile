@@ -42,8 +42,9 @@ test: system-deps $(VENV)/.installed-test
 
 # Debian's packages for the tests: chromium for the browser tests (tests/test_page.py,
 # tests/test_review_page.py), which Playwright drives at /usr/bin/chromium (never `playwright install`:
-# it downloads a browser), and postgresql for the review database tests. Without them those tests skip.
-SYSTEM_PACKAGES := chromium:/usr/bin/chromium postgresql:/usr/bin/pg_ctlcluster
+# it downloads a browser), postgresql for the review database tests, and curl for the README walkthrough
+# (tests/test_readme_walkthrough.py). Without them those tests skip.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium postgresql:/usr/bin/pg_ctlcluster curl:/usr/bin/curl
 system-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 		package=$${entry%%:*}; path=$${entry#*:}; \
