@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flexguard.models.vocabulary import DECISION_WORDS, Decision
+from flexguard.models.vocabulary import DECISION_WORDS, ERROR_WORDS, Decision, ErrorCode
 from browser import require_chromium
 
 require_chromium()
@@ -160,8 +160,17 @@ def test_broken_file_shows_an_error_entry(page: Page, problems: list[str], tmp_p
     broken = cards(page).nth(0)
     expect(broken).to_have_class("card failed")
     expect(broken.locator("h3")).to_have_text("rusak.jpg")
-    expect(broken.locator(".error-message")).to_contain_text(broken_result["error"]["message"])
-    expect(broken.locator(".error-title")).not_to_be_empty()
+    # The page's language from the words table; the service's English message only as a folded detail.
+    code = broken_result["error"]["code"]
+    expect(broken.locator(".error-title")).to_have_text(ERROR_WORDS[ErrorCode(code)].id)
+    detail = broken.locator(".error-message details.service-detail")
+    expect(detail.locator("summary")).to_have_text("Rincian dari layanan (bahasa Inggris)")
+    expect(detail).to_contain_text(broken_result["error"]["message"])
+    expect(detail.locator("span[lang=en]")).to_be_hidden()
+    assert broken_result["error"]["message"] not in broken.inner_text()  # what is on screen is one language
+    page.get_by_role("button", name="English").click()
+    expect(broken.locator(".error-title")).to_have_text(ERROR_WORDS[ErrorCode(code)].en)
+    page.get_by_role("button", name="Bahasa Indonesia").click()
     expect(broken.locator(".decision")).to_have_count(0)
     expect(broken.locator(".placeholder")).to_be_visible()  # the browser can't show it either
     expect(cards(page).nth(1).locator(".decision")).to_have_text("Aman")
@@ -234,4 +243,58 @@ def test_api_key_is_sent_and_401_is_explained(page: Page, problems: list[str]):
     assert "rahasia" not in page.evaluate("JSON.stringify(localStorage)")
     page.reload()
     expect(page.locator("#api-key")).to_have_value("rahasia")
+    assert not problems
+
+
+def test_a_refused_request_is_said_in_the_page_s_language(page: Page, problems: list[str]):
+    message = "64 photos at most in one request, got 65"
+    page.route("**/v1/score", lambda route: route.fulfill(
+        status=413, content_type="application/json",
+        body=json.dumps({"error": {"code": "too_many_files", "message": message}, "detail": message})))
+    page.goto("/")
+    with page.expect_response("**/v1/score"):
+        page.locator("#files").set_input_files([grey_photo()])
+    alert = page.get_by_role("alert")
+    words = ERROR_WORDS[ErrorCode.TOO_MANY_FILES]
+    expect(alert.locator(".message-text")).to_have_text(f"{words.id.rstrip('.')} (413).")
+    expect(alert.locator("details.service-detail")).to_contain_text(message)
+    assert message not in alert.inner_text()  # folded away until asked for
+    alert.locator("summary").click()
+    expect(alert.locator("details.service-detail span[lang=en]")).to_have_text(message)
+    page.get_by_role("button", name="English").click()
+    expect(alert.locator(".message-text")).to_have_text(f"{words.en.rstrip('.')} (413).")
+    assert not problems
+
+
+# The longest category name, in boxes at the photo's edges and narrower than their labels.
+NARROW_BOXES = [[0.0, 0.0, 0.08, 0.1], [0.92, 0.3, 1.0, 0.4], [0.45, 0.85, 0.5, 1.0], [0.3, 0.4, 0.7, 0.6]]
+
+
+def test_evidence_labels_fit_on_a_phone(browser: Browser, base_url: str, problems: list[str], tmp_path: Path):
+    def answer_with_narrow_boxes(route):
+        real = route.fetch().json()
+        result = real["results"][0]
+        result["evidence"] = [{"category": "jewelry_watch", "score": 1.0, "box": box} for box in NARROW_BOXES]
+        route.fulfill(response=None, status=200, content_type="application/json", body=json.dumps(real))
+
+    with opened_page(browser, base_url, problems, **PHONE) as page:
+        page.route("**/v1/score", answer_with_narrow_boxes)
+        page.goto("/")
+        choose(page, [red_photo()])
+        card = cards(page).first
+        image = card.locator("img")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+        labels = card.locator(".box-label")
+        expect(labels).to_have_count(len(NARROW_BOXES))
+        expect(labels.first).to_have_text("Perhiasan atau jam tangan mewah 100%")
+        photo = rect(image)
+        for index in range(len(NARROW_BOXES)):
+            label = labels.nth(index)
+            # Nothing hidden: the words are all laid out, and the label stays on the photo.
+            assert label.evaluate("node => node.scrollWidth <= node.clientWidth && node.scrollHeight <= node.clientHeight")
+            drawn = rect(label)
+            assert photo["x"] - 0.5 <= drawn["x"] and drawn["x"] + drawn["width"] <= photo["x"] + photo["width"] + 0.5
+            assert photo["y"] - 0.5 <= drawn["y"] and drawn["y"] + drawn["height"] <= photo["y"] + photo["height"] + 0.5
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        page.screenshot(path=str(tmp_path / "labels.png"), full_page=True)
     assert not problems

@@ -7,6 +7,8 @@ account names, and finds them by those names.
 
 from __future__ import annotations
 
+import re
+
 import contextlib
 from pathlib import Path
 
@@ -273,8 +275,10 @@ def test_a_decision_made_meanwhile_is_reported(page: Page, problems: list[str], 
     page.get_by_label("Komentar").fill("Tidak apa-apa.")
     page.get_by_role("button", name="Setujui").click()
     alert = detail.get_by_role("alert")
-    expect(alert).to_contain_text("sudah diputuskan oleh peninjau lain")
-    expect(alert).to_contain_text("already rejected")
+    # In the page's language; the service's English message ("already rejected by ...") only as a detail.
+    expect(alert.locator(".message-text")).to_have_text("Pengajuan ini sudah diputuskan oleh peninjau lain (409).")
+    expect(alert.locator("details.service-detail span[lang=en]")).to_contain_text("already rejected")
+    assert "already rejected" not in alert.inner_text()
     # The page shows what the other reviewer decided, and the post has left the queue.
     expect(detail.locator(".fact-status")).to_have_text("Ditolak")
     expect(detail.locator(".decided-line")).to_contain_text("wakil kepala")
@@ -294,5 +298,11 @@ def test_fits_a_phone(browser: Browser, base_url: str, world: World, problems: l
         assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
         card, image = rect(photo_card(detail, 0)), rect(photo_card(detail, 0).locator("img"))
         assert image["x"] >= card["x"] and image["x"] + image["width"] <= card["x"] + card["width"]
+        # The evidence label is whole (nothing cut off) and on the photo.
+        label = photo_card(detail, 0).locator(".box-label")
+        expect(label).to_have_text(re.compile(r"^Mobil mewah \d+%$"))
+        assert label.evaluate("node => node.scrollWidth <= node.clientWidth")
+        drawn = rect(label)
+        assert image["x"] - 0.5 <= drawn["x"] and drawn["x"] + drawn["width"] <= image["x"] + image["width"] + 0.5
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     assert not problems

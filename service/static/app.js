@@ -30,7 +30,6 @@
       photoAlt: (name) => `Foto ${name}`,
       noPreview: "Pratinjau tidak tersedia di peramban ini.",
       photoFailed: "Foto ini tidak dapat dinilai.",
-      serviceSays: "Pesan layanan:",
       unauthorized: "Kunci API diperlukan atau salah (401). Isi kolom Kunci API di atas, lalu pilih foto lagi.",
       model: (name, version) => `Model: ${name} ${version}`,
     },
@@ -58,7 +57,6 @@
       photoAlt: (name) => `Photo ${name}`,
       noPreview: "No preview in this browser.",
       photoFailed: "This photo could not be scored.",
-      serviceSays: "The service says:",
       unauthorized: "An API key is needed, or the one given is wrong (401). Enter it in the API key field above, " +
         "then choose the photos again.",
       model: (name, version) => `Model: ${name} ${version}`,
@@ -95,7 +93,7 @@
   function showAlert(text) {
     alertText = text;
     $("alert").hidden = !text;
-    $("alert").textContent = text ? text() : "";
+    window.flexguard.showMessage($("alert"), text ? text() : null, t().serviceDetail);
   }
 
   // ---- result cards ----
@@ -129,9 +127,10 @@
     if (!result.ok) {
       const error = result.error || {};
       li.classList.add("failed");
+      const detail = el("div", { className: "error-message" });
+      window.flexguard.showMessage(detail, { text: "", detail: error.message || error.code || "?" }, t().serviceDetail);
       li.append(el("div", { className: "error" },
-        el("p", { className: "error-title" }, errorWords(error.code, lang) || t().photoFailed),
-        el("p", { className: "error-message" }, `${t().serviceSays} ${error.message || error.code || "?"}`)));
+        el("p", { className: "error-title" }, errorWords(error.code, lang) || t().photoFailed), detail));
       return li;
     }
 
@@ -190,7 +189,8 @@
         $("api-key").focus();
       } else if (!response.ok) {
         const detail = detailText(data, response.statusText);
-        problem = () => t().refused(response.status, detail);
+        const code = data && data.error && data.error.code;
+        problem = () => window.flexguard.refusal(t(), lang, response.status, code, detail);
       } else if (!data || !Array.isArray(data.results) || data.results.length !== files.length) {
         problem = () => t().badResponse;
       } else {

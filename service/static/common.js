@@ -24,7 +24,8 @@ window.flexguard = (() => {
       decisions: decisionWords("id"),
       categories: "Kategori",
       evidence: "Kotak pada foto menandai:",
-      refused: (status, detail) => `Permintaan ditolak (${status}): ${detail}`,
+      refused: (status) => `Permintaan ditolak (${status}).`,
+      serviceDetail: "Rincian dari layanan (bahasa Inggris)",
       network: "Layanan tidak dapat dihubungi. Periksa koneksi, lalu coba lagi.",
       badResponse: "Jawaban layanan tidak dapat dibaca.",
     },
@@ -35,7 +36,8 @@ window.flexguard = (() => {
       decisions: decisionWords("en"),
       categories: "Categories",
       evidence: "Boxes on the photo mark:",
-      refused: (status, detail) => `The request was refused (${status}): ${detail}`,
+      refused: (status) => `The request was refused (${status}).`,
+      serviceDetail: "Details from the service",
       network: "Could not reach the service. Check the connection and try again.",
       badResponse: "The service's answer could not be read.",
     },
@@ -67,6 +69,30 @@ window.flexguard = (() => {
     return category ? categoryLabel(category, lang) : id;
   };
 
+  // ---- messages: the page's language first, the service's own words only as a detail ----
+  // A message is a string, or {text, detail}: `text` is in the page's language; `detail` is the service's
+  // message (English, with the specifics: sizes, ids, times), folded away under `label`.
+  const message = (text, detail) => ({ text, detail });
+
+  // A refused request in the page's language: the words table's sentence for its error code (a page's
+  // own sentence for the codes it explains better), the HTTP status, and the service's message as detail.
+  function refusal(strings, lang, status, code, detail) {
+    const words = errorWords(code, lang);
+    return message(words ? `${words.replace(/\.$/, "")} (${status}).` : strings.refused(status), detail);
+  }
+
+  function showMessage(node, shown, label) {
+    if (!shown || typeof shown === "string") {
+      node.textContent = shown || "";
+      return;
+    }
+    node.replaceChildren(el("span", { className: "message-text" }, shown.text));
+    if (shown.detail) {
+      node.append(el("details", { className: "service-detail" }, el("summary", {}, label),
+        el("span", { lang: "en" }, shown.detail)));
+    }
+  }
+
   // ---- the language: Bahasa Indonesia unless English was chosen ----
   const savedLanguage = () => (storage("localStorage")?.getItem(LANG_STORE) === "en" ? "en" : "id");
   const otherLanguage = (lang) => (lang === "id" ? "en" : "id");
@@ -94,8 +120,16 @@ window.flexguard = (() => {
     for (const evidence of evidenceList || []) {
       const [left, top, right, bottom] = (evidence.box || []).map(clamp);
       if (!(right > left && bottom > top)) continue;
-      const box = el("div", { className: "box" },
-        el("span", { className: "box-label" }, `${nameOf(evidence.category)} ${pct(evidence.score, locale)}`));
+      const label = el("span", { className: "box-label" }, `${nameOf(evidence.category)} ${pct(evidence.score, locale)}`);
+      // The label may be wider than its box but never leaves the photo, so it is never cut short: it
+      // hangs from the box's corner nearer the photo's middle, and may take all the room from there to the
+      // photo's far edge (a percentage of the box, the label's containing block), wrapping past that.
+      const onRight = (left + right) / 2 > 0.5;
+      const onLower = (top + bottom) / 2 > 0.5;
+      label.style.maxWidth = `${(100 * (onRight ? right : 1 - left)) / (right - left)}%`;
+      if (onRight) Object.assign(label.style, { left: "auto", right: "0" });
+      if (onLower) Object.assign(label.style, { top: "auto", bottom: "0" });
+      const box = el("div", { className: "box" }, label);
       box.dataset.category = evidence.category;
       box.setAttribute("aria-hidden", "true"); // described in text in the figcaption
       Object.assign(box.style, {
@@ -133,7 +167,7 @@ window.flexguard = (() => {
   }
 
   return Object.freeze({
-    $, el, storage, pct, clamp, decisionOf, errorWords, categoryName,
+    $, el, storage, pct, clamp, decisionOf, errorWords, categoryName, message, refusal, showMessage,
     withSharedStrings, savedLanguage, switchLanguage, showLanguage,
     drawEvidence, captionEvidence, categoryBars,
   });

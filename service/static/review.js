@@ -46,9 +46,8 @@
       commentWas: "Komentar:",
       unauthorized: "Kunci peninjau salah atau sudah dicabut (401). Periksa kunci lalu masuk lagi.",
       notReviewer: (role) => `Ini kunci ${role}, bukan kunci peninjau. Halaman ini untuk kunci peninjau (review) unit.`,
-      forbidden: (detail) => `Kunci ini tidak berhak melakukannya (403): ${detail}`,
-      notFound: (detail) => `Pengajuan tidak ditemukan (404): ${detail}`,
-      conflict: (detail) => `Pengajuan ini sudah diputuskan oleh peninjau lain. Pesan layanan: ${detail}`,
+      notFound: "Pengajuan tidak ditemukan (404).",
+      conflict: "Pengajuan ini sudah diputuskan oleh peninjau lain (409).",
       tryPage: "Halaman uji foto",
     },
     en: {
@@ -90,16 +89,15 @@
       commentWas: "Comment:",
       unauthorized: "The reviewer key is wrong or was revoked (401). Check it and sign in again.",
       notReviewer: (role) => `This is a ${role} key, not a reviewer key. This page is for a unit's review keys.`,
-      forbidden: (detail) => `This key may not do that (403): ${detail}`,
-      notFound: (detail) => `Submission not found (404): ${detail}`,
-      conflict: (detail) => `Another reviewer has already decided this submission. The service says: ${detail}`,
+      notFound: "Submission not found (404).",
+      conflict: "Another reviewer has already decided this submission (409).",
       tryPage: "Photo check page",
     },
   });
 
   const KEY_STORE = "flexguard.reviewKey"; // sessionStorage only: gone when the tab closes
   const PAGE_SIZE = 50; // the API's default page
-  const HTTP = { unauthorized: 401, forbidden: 403, notFound: 404, conflict: 409 };
+  const HTTP = { unauthorized: 401, notFound: 404, conflict: 409 };
   const { $, el, storage, clamp, decisionOf } = window.flexguard;
 
   let lang = window.flexguard.savedLanguage();
@@ -129,27 +127,29 @@
   function say(id, text) {
     messages[id] = text;
     const node = $(id);
-    node.textContent = text ? text() : "";
+    window.flexguard.showMessage(node, text ? text() : null, t().serviceDetail);
     if (id !== "status") node.hidden = !text;
   }
 
   class ApiError extends Error {
-    constructor(status, detail) {
+    constructor(status, code, detail) {
       super(detail);
       this.status = status; // 0: the service could not be reached
+      this.code = code; // the error code from the body, when there is one
     }
   }
 
+  // What the reviewer reads: in the page's language, with the service's message only as a detail.
   function problem(error) {
     if (!(error instanceof ApiError)) return () => t().badResponse;
     const detail = error.message;
+    const { message } = window.flexguard;
     switch (error.status) {
       case 0: return () => t().network;
       case HTTP.unauthorized: return () => t().unauthorized;
-      case HTTP.forbidden: return () => t().forbidden(detail);
-      case HTTP.notFound: return () => t().notFound(detail);
-      case HTTP.conflict: return () => t().conflict(detail);
-      default: return () => t().refused(error.status, detail);
+      case HTTP.notFound: return () => message(t().notFound, detail);
+      case HTTP.conflict: return () => message(t().conflict, detail);
+      default: return () => window.flexguard.refusal(t(), lang, error.status, error.code, detail);
     }
   }
 
@@ -161,13 +161,13 @@
     try {
       response = await fetch(path, { ...options, headers, cache: "no-store" });
     } catch {
-      throw new ApiError(0, "");
+      throw new ApiError(0, null, "");
     }
     if (response.ok) return response;
     const body = await response.json().catch(() => null);
     // Every error body is {"error": {"code", "message"}}; the status says which kind, the message why.
     const error = (body && body.error) || {};
-    throw new ApiError(response.status, error.message || response.statusText);
+    throw new ApiError(response.status, error.code, error.message || response.statusText);
   }
 
   async function apiJson(path, options) {
