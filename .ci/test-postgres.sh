@@ -4,6 +4,8 @@
 #   sh .ci/test-postgres.sh start DIR   creates a cluster in the empty folder DIR, starts it on a free
 #                                       loopback port and prints its URL on stdout
 #   sh .ci/test-postgres.sh stop DIR    stops that cluster and deletes DIR
+#   sh .ci/test-postgres.sh pause DIR   stops the server (fast: open connections are cut), keeping DIR
+#   sh .ci/test-postgres.sh resume DIR  starts it again on the same port (the database-restart test)
 #
 # `make test` runs start before pytest (handing the URL over as FLEXGUARD_TEST_POSTGRES_URL) and stop
 # after it, also when the tests fail or are interrupted, so no server is left running. The cluster is
@@ -44,11 +46,23 @@ start() {
     [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
     as_server "'$bin/initdb' -D '$dir/data' -U $ROLE --pwfile='$dir/password' --auth-local=scram-sha-256 \
         --auth-host=scram-sha-256 -E UTF8 --no-instructions" >/dev/null
-    as_server "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1\" start" >/dev/null
+    printf '%s\n' "$port" > "$dir/port"
+    [ "$(id -u)" = 0 ] && chown postgres "$dir/port"
+    serve "$dir"
     PGPASSWORD=$password "$bin/psql" -h 127.0.0.1 -p "$port" -U "$ROLE" -d postgres -v ON_ERROR_STOP=1 -qtA \
         -c "CREATE DATABASE $DATABASE" >&2
     say "PostgreSQL $(basename "$(dirname "$bin")") in $dir on 127.0.0.1:$port, database $DATABASE"
     echo "postgresql://$ROLE:$password@127.0.0.1:$port/$DATABASE"
+}
+
+serve() {
+    dir=$1
+    port=$(cat "$dir/port")
+    as_server "'$(bin_dir)/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1\" start" >/dev/null
+}
+
+pause() {
+    as_server "'$(bin_dir)/pg_ctl' -D '$1/data' -m fast -w stop" >/dev/null
 }
 
 stop() {
@@ -63,5 +77,7 @@ stop() {
 case "${1:-}" in
     start) start "${2:?start needs a folder}" ;;
     stop) stop "${2:?stop needs a folder}" ;;
-    *) say "usage: sh .ci/test-postgres.sh start|stop DIR"; exit 2 ;;
+    pause) pause "${2:?pause needs a folder}" ;;
+    resume) serve "${2:?resume needs a folder}" ;;
+    *) say "usage: sh .ci/test-postgres.sh start|stop|pause|resume DIR"; exit 2 ;;
 esac

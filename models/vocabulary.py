@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     UNREADABLE_PHOTO = "unreadable_photo"
     REQUEST_TIMEOUT = "request_timeout"
     OVERLOADED = "overloaded"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL_ERROR = "internal_error"
@@ -106,6 +107,8 @@ ERROR_WORDS: dict[ErrorCode, Words] = {
     ErrorCode.UNREADABLE_PHOTO: Words("A photo of the post cannot be read.", "Ada foto unggahan yang tidak dapat dibaca."),
     ErrorCode.REQUEST_TIMEOUT: Words("The upload took too long.", "Unggahan terlalu lama."),
     ErrorCode.OVERLOADED: Words("The service is busy; try again shortly.", "Layanan sedang sibuk; coba lagi sebentar."),
+    ErrorCode.DATABASE_UNAVAILABLE: Words("The review database cannot be reached; try again shortly.",
+                                          "Basis data tinjauan tidak dapat dihubungi; coba lagi sebentar."),
     ErrorCode.NOT_FOUND: Words("Not found.", "Tidak ditemukan."),
     ErrorCode.METHOD_NOT_ALLOWED: Words("That is not allowed here.", "Tidak diizinkan di sini."),
     ErrorCode.INTERNAL_ERROR: Words("The service failed; try again later.", "Layanan gagal; coba lagi nanti."),

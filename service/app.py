@@ -27,7 +27,7 @@ from . import error_handlers
 from .auth import KeyMiddleware, api_key_dependency
 from .metrics import MetricsMiddleware
 from .openapi import description, error_responses
-from .review.database import migrate, open_database
+from .review.database import is_unavailable, migrate, open_database
 from .review.store import Principal, ReviewStore
 from .review.webhooks import Deliverer, RetryPolicy
 from .routes import admin, docs, operations, pages, score, submissions
@@ -45,7 +45,7 @@ def load_engine(settings: Settings) -> Engine:
 
 def open_review(settings: Settings) -> ReviewStore:
     """The review database, migrated to the newest schema: raises DatabaseError, with one clear line."""
-    database = open_database(settings.database_url)
+    database = open_database(settings.database_url, settings.database_timeout_s)
     migrate(database)
     return ReviewStore(database)
 
@@ -156,8 +156,12 @@ async def _purge_periodically(store: ReviewStore, settings: Settings) -> None:
             report = await run_in_threadpool(store.purge, Principal.service(), retention)
             if report.photos:
                 logger.info("purge: deleted %d photos of %d decided submissions", report.photos, report.submissions)
-        except Exception:  # the database may be briefly away: try again next time, never stop purging
-            logger.exception("purge failed")
+        except Exception as error:  # the database may be briefly away: try again next time, never stop purging
+            if is_unavailable(error):
+                logger.warning("purge skipped: the review database is unavailable; trying again in %g s",
+                               settings.purge_interval_s)
+            else:
+                logger.exception("purge failed")
         await asyncio.sleep(settings.purge_interval_s)
 
 

@@ -8,11 +8,13 @@ submission is 404, another unit's is 403, ...), FastAPI's parameter validation, 
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flexguard.models.vocabulary import ErrorCode
@@ -20,9 +22,13 @@ from flexguard.models.vocabulary import ErrorCode
 from .deps import RETRY_AFTER_S
 from .errors import CODES, ApiError, code_for_status
 from .metrics import Metrics
+from .review.database import is_unavailable
 from .review.store import Conflict, Forbidden, IdempotencyKeyReused, Invalid, NotFound, ReviewError
 from .schemas import ErrorOut, ErrorResponse
 
+logger = logging.getLogger(__name__)
+# A driver's message can quote a whole statement; the log line keeps its start.
+MAX_LOGGED_CHARS = 300
 # The review workflow's refusals and their codes; the most specific class first.
 REVIEW_ERROR_CODES: tuple[tuple[type[ReviewError], ErrorCode], ...] = (
     (NotFound, ErrorCode.NOT_FOUND),
@@ -36,7 +42,7 @@ REVIEW_ERROR_CODES: tuple[tuple[type[ReviewError], ErrorCode], ...] = (
 def headers_for(code: ErrorCode) -> dict[str, str] | None:
     if code == ErrorCode.UNAUTHORIZED:
         return {"WWW-Authenticate": "Bearer"}  # RFC 9110: a 401 names the scheme that would work
-    if code == ErrorCode.OVERLOADED:
+    if code in (ErrorCode.OVERLOADED, ErrorCode.DATABASE_UNAVAILABLE):
         return {"Retry-After": str(RETRY_AFTER_S)}
     if code == ErrorCode.REQUEST_TIMEOUT:
         # The rest of a too-slow body is not worth waiting for: uvicorn closes the connection, so a
@@ -79,6 +85,17 @@ def install(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def framework_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return error_response(code_for_status(error.status_code), str(error.detail), error.status_code, error.headers)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, error: SQLAlchemyError) -> JSONResponse:
+        if not is_unavailable(error):
+            return await internal_error(request, error)
+        # Expected while the database restarts: one line, not a traceback per request.
+        logger.warning("review database unavailable (%s: %s); answered 503", type(error).__name__,
+                       " ".join(str(getattr(error, "orig", None) or error).split())[:MAX_LOGGED_CHARS])
+        metrics.rejected.labels(reason=ErrorCode.DATABASE_UNAVAILABLE).inc()
+        return error_response(ErrorCode.DATABASE_UNAVAILABLE,
+                              "the review database is not reachable right now; nothing was changed, retry shortly")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:

@@ -62,6 +62,11 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.OVERLOADED: CodeInfo(
         HTTPStatus.SERVICE_UNAVAILABLE,
         "More scoring requests at once than FLEXGUARD_MAX_CONCURRENT_REQUESTS; retry after the Retry-After header's seconds."),
+    ErrorCode.DATABASE_UNAVAILABLE: CodeInfo(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "The review database did not answer within FLEXGUARD_DATABASE_TIMEOUT_S (restarting, unreachable, or its "
+        "file locked by another process). Nothing was changed; retry after the Retry-After header's seconds, with "
+        "the same Idempotency-Key for a submission."),
     ErrorCode.NOT_FOUND: CodeInfo(HTTPStatus.NOT_FOUND, "No such path."),
     ErrorCode.METHOD_NOT_ALLOWED: CodeInfo(HTTPStatus.METHOD_NOT_ALLOWED, "The path does not take this HTTP method."),
     ErrorCode.INTERNAL_ERROR: CodeInfo(

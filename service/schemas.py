@@ -182,3 +182,12 @@ class ModelResponse(BaseModel):
 
 class Status(BaseModel):
     status: str = Field(description="`ok` (healthz), `ready` or `starting` (readyz).")
+
+
+class Readiness(Status):
+    database: str | None = Field(
+        None,
+        description="The review database, `ok` or `unavailable` (null until it is opened). Scoring does "
+                    "not need it, so an unavailable database does not make the service unready: review requests "
+                    "get 503 `database_unavailable` until it is back.",
+    )

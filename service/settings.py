@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flexguard.models import DEFAULT_VARIANT, shipped_model_path
 
 from flexguard.inference.engine import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from .review.database import DEFAULT_DATABASE_URL
+from .review.database import DEFAULT_DATABASE_TIMEOUT_S, DEFAULT_DATABASE_URL
 
 ENV_PREFIX = "FLEXGUARD_"
 DEFAULT_PORT = 8000
@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         DEFAULT_DATABASE_URL,
         description="the supervisor-review database: sqlite:///path/file.db (default: flexguard.db in the working "
                     "directory) or postgresql://user:password@host/db (needs flexguard[postgres])",
+    )
+    database_timeout_s: float = Field(
+        DEFAULT_DATABASE_TIMEOUT_S, gt=0,
+        description="seconds a review request waits for the database (a SQLite lock held by another process, a "
+                    "PostgreSQL connection) before it is answered 503 database_unavailable with Retry-After",
     )
     photo_retention_days: float = Field(
         DEFAULT_PHOTO_RETENTION_DAYS, ge=0, description="days a decided submission's stored photos are kept before the purge"

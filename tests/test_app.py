@@ -149,10 +149,10 @@ def test_readyz_before_and_after_load(tiny_model_path):
     idle = TestClient(app)  # not entered: the lifespan has not run, so no model is loaded
     assert idle.get("/healthz").status_code == 200
     response = idle.get("/readyz")
-    assert response.status_code == 503 and response.json() == {"status": "starting"}
+    assert response.status_code == 503 and response.json() == {"status": "starting", "database": None}
     with TestClient(app) as started:
         wait_ready(started)
-        assert started.get("/readyz").json() == {"status": "ready"}
+        assert started.get("/readyz").json() == {"status": "ready", "database": "ok"}
 
 
 class GatedEngine(Engine):

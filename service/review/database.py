@@ -17,12 +17,22 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DATABASE_URL = "sqlite:///flexguard.db"
-# A writer waits this long for another's transaction (each takes milliseconds) before failing.
-SQLITE_BUSY_TIMEOUT_S = 30.0
+# How long a request waits for the database before it is answered 503 (database_unavailable): for SQLite,
+# the wait for another writer's lock (our own transactions hold it for milliseconds, so only a stuck
+# process or a backup holds it this long); for PostgreSQL, the wait for a connection to the server.
+DEFAULT_DATABASE_TIMEOUT_S = 10.0
 # The psycopg 3 driver, which the `postgres` extra installs; a bare postgresql:// URL would ask for psycopg2.
 POSTGRES_DRIVER = "postgresql+psycopg"
 # The execution option that marks a connection as only reading (see the module docstring).
@@ -43,15 +53,22 @@ def _normalised_url(url: str):
     return parsed
 
 
-def open_database(url: str) -> Engine:
-    """An engine for ``url``; nothing is connected until first use."""
+def open_database(url: str, timeout_s: float = DEFAULT_DATABASE_TIMEOUT_S) -> Engine:
+    """An engine for ``url``; nothing is connected until first use.
+
+    After a database restart the pool's old connections are dead: ``pool_pre_ping`` finds that out
+    before a request uses one and connects afresh, so the service recovers by itself.
+    """
     parsed = _normalised_url(url)
     try:
         if parsed.get_backend_name() == "sqlite":
-            engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
+            engine = create_engine(parsed, connect_args={"timeout": timeout_s, "check_same_thread": False})
             _configure_sqlite(engine)
         elif parsed.get_backend_name() == "postgresql":
-            engine = create_engine(parsed, pool_pre_ping=True)
+            # libpq takes whole seconds, at least 2 (it treats 1 as 2).
+            seconds = max(2, round(timeout_s))
+            engine = create_engine(parsed, pool_pre_ping=True, pool_timeout=timeout_s,
+                                   connect_args={"connect_timeout": seconds})
         else:
             raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql://")
     except NoSuchModuleError:
@@ -59,6 +76,27 @@ def open_database(url: str) -> Engine:
     except ModuleNotFoundError as missing:
         raise DatabaseError(f"no driver for {parsed.drivername} ({missing.name}): pip install 'flexguard[postgres]'") from None
     return engine
+
+
+# What SQLite says when another connection held its lock past the busy timeout.
+SQLITE_LOCKED_MESSAGES = ("database is locked", "database is busy")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the database could not be reached or used for now (a restart, a dropped
+    connection, a lock held past the timeout), as opposed to a fault in our own statements. A transaction
+    that fails this way changed nothing, so the request can be retried as it was."""
+    if isinstance(error, (PoolTimeout, InterfaceError)):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, OperationalError):
+        # psycopg raises OperationalError only for the connection and the server's state (refused, closed,
+        # shutting down); SQLite raises it for its own SQL errors too ("no such table"), so only its lock counts.
+        if type(error.orig).__module__.startswith("psycopg"):
+            return True
+        return any(text in str(error.orig) for text in SQLITE_LOCKED_MESSAGES)
+    return False
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from flexguard.inference.engine import ImageScore
@@ -166,6 +166,16 @@ class ReviewStore:
         self._read = session_factory(engine.execution_options(**{READ_ONLY: True}))
 
     # --- keys -------------------------------------------------------------------------------------
+
+    def reachable(self) -> bool:
+        """Whether the database answers a trivial read now (for /readyz; a SQLite file whose write lock
+        another process holds still answers: the writes that wait for it get 503 themselves)."""
+        try:
+            with self.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError:
+            return False
+        return True
 
     def authenticate(self, key: str) -> Principal | None:
         """The holder of ``key``, or None for an unknown or revoked key."""

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from flexguard import __version__
 
+from .database import is_unavailable
 from .store import DeliveryJob, ReviewStore
 from .tables import utcnow
 
@@ -89,8 +90,11 @@ class Deliverer:
         while True:
             try:
                 await self.deliver_due()
-            except Exception:  # the database may be briefly away; try again next round, never die
-                logger.exception("webhook round failed")
+            except Exception as error:  # the database may be briefly away; try again next round, never die
+                if is_unavailable(error):  # expected during a restart: a line per round, not a traceback
+                    logger.warning("webhook round skipped: the review database is unavailable")
+                else:
+                    logger.exception("webhook round failed")
             await asyncio.sleep(self.poll_s)
 
     async def deliver_due(self) -> int:

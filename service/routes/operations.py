@@ -6,12 +6,13 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from flexguard.models.wire import MODEL_ROUTE
 
 from ..deps import ScorerDep, State
-from ..schemas import ModelResponse, Status
+from ..schemas import ModelResponse, Readiness, Status
 
 # Never behind a key: the orchestrator probes them.
 health = APIRouter(tags=["operations"])
@@ -24,12 +25,16 @@ async def healthz() -> Status:
     return Status(status="ok")
 
 
-@health.get("/readyz", response_model=Status, summary="The model is loaded and warmed up",
-            responses={HTTPStatus.SERVICE_UNAVAILABLE: {"model": Status, "description": "Still starting."}})
+@health.get("/readyz", response_model=Readiness, summary="The model is loaded and warmed up; how the review database is",
+            responses={HTTPStatus.SERVICE_UNAVAILABLE: {"model": Readiness, "description": "Still starting."}})
 async def readyz(state: State) -> Any:
+    database = None
+    if state.review is not None:
+        database = "ok" if await run_in_threadpool(state.review.reachable) else "unavailable"
     if state.ready:
-        return Status(status="ready")
-    return JSONResponse(Status(status="starting").model_dump(), status_code=HTTPStatus.SERVICE_UNAVAILABLE)
+        return Readiness(status="ready", database=database)
+    return JSONResponse(Readiness(status="starting", database=database).model_dump(),
+                        status_code=HTTPStatus.SERVICE_UNAVAILABLE)
 
 
 @guarded.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
