@@ -285,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "FLEXGUARD_MAX_PIXELS, FLEXGUARD_MAX_CONCURRENT_REQUESTS (more get 503), "
                                             "FLEXGUARD_BODY_TIMEOUT_S (slower bodies get 408), FLEXGUARD_KEEP_ALIVE_S, "
                                             "FLEXGUARD_API_KEYS (comma-separated; empty: no key "
-                                            "needed), FLEXGUARD_CORS_ORIGINS (comma-separated); supervisor review: "
-                                            "FLEXGUARD_DATABASE_URL (default sqlite:///flexguard.db), "
+                                            "needed), FLEXGUARD_CORS_ORIGINS (comma-separated), FLEXGUARD_RATE_LIMIT_PER_MINUTE "
+                                            "(per key; 0, the default: off; more get 429), FLEXGUARD_RATE_LIMIT_BURST (10); supervisor review: "
+                                            "FLEXGUARD_DATABASE_URL (default sqlite:///flexguard.db), FLEXGUARD_DATABASE_TIMEOUT_S (10; then 503), "
                                             "FLEXGUARD_PHOTO_RETENTION_DAYS (7), FLEXGUARD_PURGE_INTERVAL_S, FLEXGUARD_PENDING_EXPIRY_DAYS (30), "
                                             "FLEXGUARD_WEBHOOK_RETRY_BASE_S, FLEXGUARD_WEBHOOK_RETRY_MAX_S, "
                                             "FLEXGUARD_WEBHOOK_MAX_ATTEMPTS, FLEXGUARD_WEBHOOK_TIMEOUT_S, FLEXGUARD_WEBHOOK_POLL_S.")

@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     REQUEST_TIMEOUT = "request_timeout"
     OVERLOADED = "overloaded"
     DATABASE_UNAVAILABLE = "database_unavailable"
+    RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL_ERROR = "internal_error"
@@ -109,6 +110,8 @@ ERROR_WORDS: dict[ErrorCode, Words] = {
     ErrorCode.OVERLOADED: Words("The service is busy; try again shortly.", "Layanan sedang sibuk; coba lagi sebentar."),
     ErrorCode.DATABASE_UNAVAILABLE: Words("The review database cannot be reached; try again shortly.",
                                           "Basis data tinjauan tidak dapat dihubungi; coba lagi sebentar."),
+    ErrorCode.RATE_LIMITED: Words("Too many requests from this key; wait a moment.",
+                                  "Terlalu banyak permintaan dari kunci ini; tunggu sebentar."),
     ErrorCode.NOT_FOUND: Words("Not found.", "Tidak ditemukan."),
     ErrorCode.METHOD_NOT_ALLOWED: Words("That is not allowed here.", "Tidak diizinkan di sini."),
     ErrorCode.INTERNAL_ERROR: Words("The service failed; try again later.", "Layanan gagal; coba lagi nanti."),

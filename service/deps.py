@@ -17,8 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from flexguard.inference.pipeline import Scorer
 from flexguard.models.vocabulary import ErrorCode
 
-from .auth import presented_key_dependency
+from .auth import presented_key, presented_key_dependency
 from .errors import ApiError
+from .rate_limit import caller_of_key
 from .review.store import Principal, ReviewStore, require_role
 from .review.tables import Role
 from .state import AppState, of_request
@@ -85,3 +86,28 @@ async def _scoring_slot(state: State) -> AsyncIterator[None]:
 
 
 ScoringSlot = Annotated[None, Depends(_scoring_slot)]
+
+
+def _within_rate(state: AppState, caller: str) -> None:
+    if state.rate_limiter is None:
+        return
+    wait_s = state.rate_limiter.wait_s(caller)
+    if wait_s:
+        raise ApiError(ErrorCode.RATE_LIMITED,
+                       f"over {state.settings.rate_limit_per_minute:g} requests a minute for this key; retry in {wait_s} s",
+                       headers={"Retry-After": str(wait_s)})
+
+
+async def _score_rate(request: Request, state: State) -> None:
+    key = presented_key(request.headers)
+    host = request.client.host if request.client else "unknown"
+    _within_rate(state, caller_of_key(key) if key else f"address:{host}")
+
+
+async def _review_rate(state: State, principal: Caller) -> None:
+    _within_rate(state, f"review-key:{principal.key_id}")
+
+
+# Checked before the body is read. Score takes it before its concurrency slot, the review routes after the key.
+ScoreRate = Annotated[None, Depends(_score_rate)]
+ReviewRate = Depends(_review_rate)

@@ -67,7 +67,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         metrics.rejected.labels(reason=error.code).inc()
-        return error_response(error.code, error.message)
+        return error_response(error.code, error.message, headers=error.headers)
 
     @app.exception_handler(ReviewError)
     async def review_error(request: Request, error: ReviewError) -> JSONResponse:

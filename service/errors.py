@@ -67,6 +67,10 @@ CODES: dict[ErrorCode, CodeInfo] = {
         "The review database did not answer within FLEXGUARD_DATABASE_TIMEOUT_S (restarting, unreachable, or its "
         "file locked by another process). Nothing was changed; retry after the Retry-After header's seconds, with "
         "the same Idempotency-Key for a submission."),
+    ErrorCode.RATE_LIMITED: CodeInfo(
+        HTTPStatus.TOO_MANY_REQUESTS,
+        "This key (or address, when API keys are off) sent more requests than FLEXGUARD_RATE_LIMIT_PER_MINUTE allows; "
+        "retry after the Retry-After header's seconds. Off unless set."),
     ErrorCode.NOT_FOUND: CodeInfo(HTTPStatus.NOT_FOUND, "No such path."),
     ErrorCode.METHOD_NOT_ALLOWED: CodeInfo(HTTPStatus.METHOD_NOT_ALLOWED, "The path does not take this HTTP method."),
     ErrorCode.INTERNAL_ERROR: CodeInfo(
@@ -77,7 +81,7 @@ CODES: dict[ErrorCode, CodeInfo] = {
 class ApiError(Exception):
     """A whole-request problem, answered with the code's HTTP status and a JSON error body."""
 
-    def __init__(self, code: ErrorCode, message: str):
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         status = CODES[code].status
         if status is None:
@@ -85,6 +89,7 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.status = status
+        self.headers = headers  # None: the code's usual headers (error_handlers.headers_for)
 
 
 # Errors the web framework raises itself, before any flexguard code runs.

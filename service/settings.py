@@ -34,6 +34,9 @@ DEFAULT_BODY_TIMEOUT_S = 60.0
 # uvicorn closes an idle keep-alive connection after this many seconds.
 DEFAULT_KEEP_ALIVE_S = 5
 _LIST_SEPARATOR = ","
+# With a rate limit on, a caller may send this many requests at once (an upload tool retrying a batch),
+# then keeps to the per-minute rate.
+DEFAULT_RATE_LIMIT_BURST = 10
 # Supervisor review. Photos of decided submissions are kept a week for questions about the decision,
 # then deleted; the purge looks hourly, so a photo outlives its retention by at most an hour.
 DEFAULT_PHOTO_RETENTION_DAYS = 7.0
@@ -74,6 +77,14 @@ class Settings(BaseSettings):
         DEFAULT_BODY_TIMEOUT_S, gt=0, description="seconds a request's whole body may take to arrive; slower ones get 408"
     )
     keep_alive_s: int = Field(DEFAULT_KEEP_ALIVE_S, ge=1, description="seconds an idle keep-alive connection stays open")
+    rate_limit_per_minute: float = Field(
+        0.0, ge=0,
+        description="requests a minute per API key (per address when keys are off) on /v1/score, and per review key "
+                    "on /v1/submissions; more get 429 with Retry-After; 0: no limit",
+    )
+    rate_limit_burst: int = Field(
+        DEFAULT_RATE_LIMIT_BURST, ge=1, description="requests a caller may send at once before the per-minute rate applies"
+    )
     # Comma-separated rather than JSON lists, so `FLEXGUARD_API_KEYS=key1,key2` works as written.
     api_keys: SecretStr = Field(SecretStr(""), description="comma-separated API keys; empty: no key needed")
     cors_origins: str = Field("", description="comma-separated origins allowed to call the API from a browser")

@@ -15,6 +15,7 @@ from flexguard.inference.engine import SUPPORTED_FORMATS, Engine
 from flexguard.inference.pipeline import Scorer
 
 from .metrics import Metrics
+from .rate_limit import RateLimiter
 from .review.store import ReviewStore
 from .schemas import Limits
 from .settings import Settings
@@ -33,6 +34,7 @@ class AppState:
     engine: Engine | None = None
     scorer: Scorer | None = None
     review: ReviewStore | None = None
+    rate_limiter: RateLimiter | None = None  # None: no per-key limit (the default)
     ready: bool = False  # a first inference has run (GET /readyz)
     scoring_requests: int = 0  # in progress now, body reading included (max_concurrent_requests)
 
@@ -44,6 +46,8 @@ class AppState:
             upload_limits=UploadLimits(settings.max_files, settings.max_bytes, settings.body_timeout_s),
             limits=Limits(max_files=settings.max_files, max_bytes=settings.max_bytes,
                           max_pixels=settings.max_pixels, formats=list(SUPPORTED_FORMATS)),
+            rate_limiter=(RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+                          if settings.rate_limit_per_minute > 0 else None),
         )
 
 

@@ -624,7 +624,7 @@ def test_openapi_documents_every_field_and_error_code(client):
         for field, spec in component.get("properties", {}).items():
             assert spec.get("description"), f"{name}.{field} has no description"
     post = schema["paths"]["/v1/score"]["post"]
-    assert set(post["responses"]) == {"200", "400", "408", "413", "415", "422", "503"}
+    assert set(post["responses"]) == {"200", "400", "408", "413", "415", "422", "429", "503"}
     assert set(post["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
     assert {p["name"] for p in post["parameters"]} == {"review_threshold", "block_threshold"}
     assert client.get("/docs").status_code == 200

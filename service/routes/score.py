@@ -15,7 +15,7 @@ from flexguard.models.metadata import Thresholds
 from flexguard.models.vocabulary import ErrorCode
 from flexguard.models.wire import BLOCK_THRESHOLD_FIELD, PHOTO_FIELD, REVIEW_THRESHOLD_FIELD, SCORE_ROUTE, THRESHOLD_FIELDS
 
-from ..deps import ScorerDep, ScoringSlot, State
+from ..deps import ScoreRate, ScorerDep, ScoringSlot, State
 from ..errors import ApiError
 from ..openapi import THRESHOLD_HELP, error_responses, score_request_body
 from ..schemas import FailedImage, ModelRef, ScoredImage, ScoreResponse, ThresholdsOut
@@ -24,6 +24,7 @@ from ..uploads import read_request
 SCORE_ERRORS = (
     ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, ErrorCode.TOO_MANY_FILES, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     ErrorCode.NO_PHOTOS, ErrorCode.INVALID_PARAMETERS, ErrorCode.REQUEST_TIMEOUT, ErrorCode.OVERLOADED,
+    ErrorCode.RATE_LIMITED,
 )
 
 
@@ -47,7 +48,7 @@ def router(max_files: int) -> APIRouter:
 
 
 async def score(
-    request: Request, state: State, scorer: ScorerDep, _slot: ScoringSlot,
+    request: Request, state: State, scorer: ScorerDep, _rate: ScoreRate, _slot: ScoringSlot,
     review_threshold: float | None = Query(None, ge=0.0, le=1.0, description=THRESHOLD_HELP.format("review")),
     block_threshold: float | None = Query(None, ge=0.0, le=1.0, description=THRESHOLD_HELP.format("block")),
 ) -> ScoreResponse:

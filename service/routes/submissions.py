@@ -18,7 +18,7 @@ from flexguard.inference.engine import ImageError
 from flexguard.models.vocabulary import ErrorCode
 from flexguard.models.wire import PHOTO_FIELD
 
-from ..deps import Caller, Review, ScorerDep, ScoringSlot, State, SubmitKey
+from ..deps import Caller, Review, ReviewRate, ScorerDep, ScoringSlot, State, SubmitKey
 from ..errors import ApiError
 from ..openapi import error_responses
 from ..review.photos import viewable
@@ -46,7 +46,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _WEBHOOK_SCHEMES = ("http://", "https://")
 # Every review route takes a key and parameters: a missing key, another unit's data or a malformed
 # parameter are possible everywhere.
-KEY_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_PARAMETERS)
+KEY_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_PARAMETERS, ErrorCode.RATE_LIMITED,
+              ErrorCode.DATABASE_UNAVAILABLE)
 SUBMIT_ERRORS = (
     *KEY_ERRORS, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, ErrorCode.TOO_MANY_FILES, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     ErrorCode.NO_PHOTOS, ErrorCode.UNREADABLE_PHOTO, ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.REQUEST_TIMEOUT,
@@ -54,7 +55,8 @@ SUBMIT_ERRORS = (
 )
 DECISION_ERRORS = error_responses(*KEY_ERRORS, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT)
 
-router = APIRouter(prefix="/v1", tags=["review"])
+# Every route counts against its key's rate limit, when one is set (FLEXGUARD_RATE_LIMIT_PER_MINUTE).
+router = APIRouter(prefix="/v1", tags=["review"], dependencies=[ReviewRate])
 
 
 @router.get("/me", response_model=Identity, summary="Who this key is: its role, unit and label",
