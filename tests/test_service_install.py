@@ -95,7 +95,8 @@ def test_serve_from_the_fresh_environment(serving_venv, coffee, encoder, tmp_pat
         assert response.status_code == 200, response.text
         body = response.json()
         engine = Engine(shipped_model_path())
-        assert body["model"] == {"name": engine.info.name, "version": engine.info.version}
+        assert body["model"] == {"name": engine.info.name, "version": engine.info.version,
+                                 "weights_sha256": engine.info.weights_sha256}
         (result,) = body["results"]
         (expected,) = engine.score([photo])
         assert result["ok"] is True and result["decision"] == expected.decision
