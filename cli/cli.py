@@ -86,10 +86,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from flexguard.datasets.manifest import load_manifests
     from flexguard.training.evaluate import evaluate
 
+    from flexguard.training.evaluate import FOLD_FIELD, model_for_fold
+
     models = dict([_parse_named_model(args.model), *map(_parse_named_model, args.compare)])
+    per_fold = args.split == "folds"
     for name, path in models.items():
-        if not path.is_file():
-            raise UserError(f"model {name!r} not found: {path}")
+        if FOLD_FIELD in str(path) and not per_fold:
+            raise UserError(f"model {name!r}: a path with {FOLD_FIELD} needs --split folds")
+        for candidate in [model_for_fold(path, fold) for fold in range(args.n_folds)] if per_fold else [path]:
+            if not candidate.is_file():
+                raise UserError(f"model {name!r} not found: {candidate}")
+    if args.stamp and per_fold:
+        raise UserError("--split folds has one model per fold: stamp its figures into the model trained on all data "
+                        "with --stamp-into PATH")
+    if args.stamp_into is not None and not args.stamp_into.is_file():
+        raise UserError(f"--stamp-into: model not found: {args.stamp_into}")
     manifest = load_manifests(args.manifest)
     files = evaluate(models, primary=next(iter(models)), manifest=manifest, split=args.split, out_dir=args.out,
                      split_options=_split_options(args),
@@ -98,11 +109,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     primary, primary_path = next(iter(models.items()))
     if args.max_auc_drop is not None:
         _check_auc_drop(files.metrics, primary, [name for name in models if name != primary], args.max_auc_drop)
-    if args.stamp:
+    if args.stamp or args.stamp_into is not None:
         from flexguard.models.metadata import stamp_evaluation
 
-        info = stamp_evaluation(primary_path, files.metrics, primary)
-        print(f"stamped {primary_path}: review {info.thresholds.review:.4f}, block {info.thresholds.block:.4f}")
+        target = args.stamp_into if args.stamp_into is not None else primary_path
+        info = stamp_evaluation(target, files.metrics, primary)
+        print(f"stamped {target}: review {info.thresholds.review:.4f}, block {info.thresholds.block:.4f}")
 
 
 def _check_auc_drop(metrics_path: Path, primary: str, references: list[str], max_drop: float) -> None:
@@ -243,12 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="ONNX model to evaluate, as PATH or NAME=PATH")
     evaluate.add_argument("--compare", action="append", default=[], help="another model to compare, NAME=PATH (repeatable)")
     evaluate.add_argument("--manifest", nargs="+", type=Path, required=True, help="manifest CSV(s), or a folder of manifest*.csv")
-    evaluate.add_argument("--split", choices=("group", "random", "all"), default="group",
-                          help="group: held-out groups (default); random: leaks, for comparison only; all: every photo")
+    evaluate.add_argument("--split", choices=("group", "random", "all", "folds"), default="group",
+                          help="group: held-out groups (default); random: leaks, for comparison only; all: every photo; "
+                               "folds: cross-validation, each fold scored by its own model (a model path with {fold}, "
+                               "e.g. runs/cv/fold-{fold}/flexguard.onnx), the out-of-fold scores pooled")
     evaluate.add_argument("--out", type=Path, default=Path("runs/eval"), help="report folder (default: runs/eval)")
     evaluate.add_argument("--note", action="append", default=[], help="a line to add under the report's title (repeatable)")
     evaluate.add_argument("--stamp", action="store_true",
                           help="write the first model's thresholds and metrics from this evaluation into its ONNX file")
+    evaluate.add_argument("--stamp-into", type=Path, metavar="PATH",
+                          help="write the first model's thresholds and metrics from this evaluation into PATH instead: "
+                               "with --split folds, the model trained on all the data")
     evaluate.add_argument("--max-auc-drop", type=float, metavar="DROP",
                           help="fail (exit 2) if the first model's ROC-AUC is more than DROP below the first --compare model's")
     _add_split_arguments(evaluate)

@@ -1,10 +1,16 @@
 """``flexguard evaluate``: score a labelled manifest with ONNX models and write the comparison report.
 
-Models are run through the same inference engine as the service (``service/engine.py``), so the
+Models are run through the same inference engine as the service (``inference/engine.py``), so the
 figures describe the file that ships, not a training-time approximation of it. Each model's review
-and block thresholds are chosen on the evaluated split (5% and 1% false-positive rate), which puts
+and block thresholds are chosen on the evaluated photos (5% and 1% false-positive rate), which puts
 every model on the same footing; the primary model's thresholds and metrics can then be stamped
-into its file with ``flexguard export --evaluation``.
+into its file (``--stamp``, or ``--stamp-into`` another file).
+
+``--split folds`` is cross-validation: each fold's photos are scored by the model trained without
+them (a path with ``{fold}`` names one model per fold; a path without it serves every fold), and the
+out-of-fold scores are pooled. With folds by source that is the honest number: every photo is scored
+by a model that never saw its source. Thresholds are chosen on the pooled scores, and the report adds
+each fold's figures and their mean.
 """
 
 from __future__ import annotations
@@ -16,14 +22,21 @@ import numpy as np
 from tqdm import tqdm
 
 from flexguard.datasets.manifest import Manifest, ManifestError
-from flexguard.datasets.splits import group_split, random_split
+from flexguard.datasets.splits import assign_folds, group_split, random_split
 from flexguard.inference.engine import Engine, ImageError
 
-from .metrics import choose_thresholds, flex_mask, overall_risk
+from .metrics import choose_thresholds, flex_mask, fold_figures, overall_risk
 from .report import EvalResult, ReportFiles, write_report
 
 SCORE_BATCH = 32
-SPLITS = ("group", "random", "all")
+SPLITS = ("group", "random", "all", "folds")
+# In a model path, replaced by the fold number under --split folds.
+FOLD_FIELD = "{fold}"
+DEFAULT_SPLIT_OPTIONS = {"val_fold": 0, "n_folds": 5, "seed": 0, "train_only": [], "by": "group"}
+
+
+def model_for_fold(path: Path, fold: int) -> Path:
+    return Path(str(path).replace(FOLD_FIELD, str(fold)))
 
 
 def select_split(manifest: Manifest, split: str, split_options: dict) -> tuple[Manifest, str]:
@@ -33,7 +46,7 @@ def select_split(manifest: Manifest, split: str, split_options: dict) -> tuple[M
     """
     if split == "all":
         return manifest, "every photo in the manifest"
-    options = {"val_fold": 0, "n_folds": 5, "seed": 0, "train_only": [], "by": "group", **split_options}
+    options = {**DEFAULT_SPLIT_OPTIONS, **split_options}
     if split == "group":
         _, val_idx = group_split(manifest, **options)
         pinned = f", train-only groups: {', '.join(options['train_only'])}" if options["train_only"] else ""
@@ -75,6 +88,8 @@ def evaluate(
 
     ``split_options``: ``group_split``'s keyword arguments (default: fold 0 of 5 by group, seed 0).
     """
+    if split == "folds":
+        return _evaluate_folds(models, primary, manifest, out_dir, split_options or {}, notes or [])
     subset, description = select_split(manifest, split, split_options or {})
     labels = subset.labels()
     paths = [str(r.path) for r in subset.records]
@@ -86,3 +101,32 @@ def evaluate(
         results.append(EvalResult.evaluate(name, labels, scores, thresholds, paths, subset.sources(), subset.hard_negatives()))
     all_notes = [f"Photos: {len(subset)} ({description}).", f"Data manifest sha256: {manifest.sha256}.", *(notes or [])]
     return write_report(out_dir, results, primary=primary, title="flexguard evaluation", notes=all_notes)
+
+
+def _evaluate_folds(models: dict[str, Path], primary: str, manifest: Manifest, out_dir: Path, split_options: dict,
+                    notes: list[str]) -> ReportFiles:
+    """Cross-validation: every fold scored by its own model, the out-of-fold scores pooled."""
+    options = {**DEFAULT_SPLIT_OPTIONS, **split_options}
+    n_folds = options["n_folds"]
+    folds = assign_folds(manifest, n_folds=n_folds, seed=options["seed"], train_only=options["train_only"],
+                         by=options["by"], keep_subgroups=options.get("keep_subgroups", ()))
+    validated = np.flatnonzero(folds >= 0)  # train-only groups are never scored
+    subset, fold_of = manifest.subset(validated), folds[validated]
+    labels = subset.labels()
+    results = []
+    for name, template in models.items():
+        scores = np.zeros(labels.shape, dtype=np.float32)
+        for fold in range(n_folds):
+            members = np.flatnonzero(fold_of == fold)
+            engine = Engine(model_for_fold(template, fold))
+            scores[members] = score_manifest(engine, subset.subset(members), desc=f"{name}, fold {fold}")
+        thresholds = choose_thresholds(flex_mask(labels), overall_risk(scores))
+        result = EvalResult.evaluate(name, labels, scores, thresholds, [str(r.path) for r in subset.records],
+                                     subset.sources(), subset.hard_negatives())
+        result.metrics["folds"] = fold_figures(labels, scores, fold_of, n_folds)
+        results.append(result)
+    kept = f", kept split by group: {', '.join(options['keep_subgroups'])}" if options.get("keep_subgroups") else ""
+    description = (f"out of fold: each of {n_folds} folds by {options['by']} (seed {options['seed']}{kept}) scored by the "
+                   "model trained without it, scores pooled; thresholds chosen on the pooled scores")
+    all_notes = [f"Photos: {len(subset)} ({description}).", f"Data manifest sha256: {manifest.sha256}.", *notes]
+    return write_report(out_dir, results, primary=primary, title="flexguard cross-validation", notes=all_notes)

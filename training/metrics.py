@@ -177,6 +177,23 @@ def _by_source(
     return table
 
 
+def fold_figures(labels: np.ndarray, scores: np.ndarray, fold_of: np.ndarray, n_folds: int) -> dict[str, Any]:
+    """Each fold's headline figures on its own photos, and their mean (the acceptance figures of #11)."""
+    is_flex, risk = flex_mask(np.asarray(labels).astype(bool)), overall_risk(scores)
+    per_fold = []
+    for fold in range(n_folds):
+        members = fold_of == fold
+        per_fold.append({
+            "fold": fold, "n": int(members.sum()), "n_flex": int(is_flex[members].sum()),
+            "roc_auc": _rounded(_roc_auc(is_flex[members], risk[members])),
+            **{key: _rounded(recall_at_fpr(is_flex[members], risk[members], fpr)) for key, fpr in HEADLINE_RECALL_FPRS.items()},
+        })
+    keys = ["roc_auc", *HEADLINE_RECALL_FPRS]
+    mean = {key: _rounded(float(np.mean(values))) if (values := [f[key] for f in per_fold if f[key] is not None]) else None
+            for key in keys}
+    return {"per_fold": per_fold, "mean": mean}
+
+
 def compute_metrics(
     labels: np.ndarray,
     scores: np.ndarray,

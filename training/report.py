@@ -340,6 +340,20 @@ def _comparison_table(results: Sequence[EvalResult]) -> _Table:
     return _Table(headers, tuple(rows))
 
 
+def _fold_table(results: Sequence[EvalResult]) -> _Table:
+    """Cross-validation: each model's mean over folds, then every fold's own ROC-AUC / recall at 5% FPR."""
+    n_folds = max(len(result.metrics["folds"]["per_fold"]) for result in results)
+    rows = []
+    for result in results:
+        folds = result.metrics["folds"]
+        rows.append((
+            result.name, _shown(folds["mean"]["roc_auc"]), _shown(folds["mean"]["recall_at_fpr_5pct"]),
+            *(f"{_shown(fold['roc_auc'])} / {_shown(fold['recall_at_fpr_5pct'])}" for fold in folds["per_fold"]),
+        ))
+    headers = ("model", "mean ROC-AUC", "mean recall @ 5% FPR", *(f"fold {fold}" for fold in range(n_folds)))
+    return _Table(headers, tuple(rows))
+
+
 def _thresholds_table(results: Sequence[EvalResult]) -> _Table:
     rows = []
     for result in results:
@@ -568,6 +582,10 @@ def write_report(
         ),
         _Heading("Comparison"),
         _comparison_table(results),
+        *((_Heading("By fold"), _Paragraph(
+            "Each fold's photos scored by the model trained without them: the mean over folds, then each "
+            "fold's ROC-AUC / recall at 5% FPR. The comparison above pools the folds' scores."),
+           _fold_table(results)) if all("folds" in result.metrics for result in results) else ()),
         _Heading("Thresholds"),
         _Paragraph(
             f"Each model's own thresholds, chosen on validation for {REVIEW_FPR:.0%} (review) and "

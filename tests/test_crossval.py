@@ -1,0 +1,98 @@
+"""Cross-validation in ``flexguard evaluate --split folds``: each fold is scored by its own model, the
+out-of-fold scores are pooled, each fold's figures are reported with their mean, and the pooled
+thresholds and figures can be stamped into the model trained on all the data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from flexguard.cli import main
+from flexguard.datasets import load_manifest
+from flexguard.datasets.splits import assign_folds
+from flexguard.models.metadata import read_info
+from review_world import grey_photo, red_photo
+
+SOURCES = 10
+PHOTOS_PER_KIND = 2  # per source: red "cars" and grey ordinary photos
+N_FOLDS = 5
+BLIND_FOLD = 3
+USER_ERROR = 2
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cv")
+    lines = ["path,category,group,hard_negative,source_repo"]
+    for source in range(SOURCES):
+        for photo in range(PHOTOS_PER_KIND):
+            for kind, category, data in (("red", "luxury_car", red_photo()), ("grey", "ordinary", grey_photo())):
+                relative = f"s{source}/{kind}{photo}.png"
+                (root / relative).parent.mkdir(exist_ok=True)
+                (root / relative).write_bytes(data)
+                lines.append(f"{relative},{category},owner/repo{source}:{kind},0,owner/repo{source}")
+    path = root / "manifest.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fold_models(tiny_model_path, tmp_path_factory) -> Path:
+    """The tiny model for every fold, except one fold whose model is blind: every photo gets the same scores."""
+    root = tmp_path_factory.mktemp("folds")
+    for fold in range(N_FOLDS):
+        (root / f"fold-{fold}").mkdir()
+        shutil.copy(tiny_model_path, root / f"fold-{fold}" / "m.onnx")
+    blind = onnx.load(str(tiny_model_path))
+    gain = next(t for t in blind.graph.initializer if t.name == "score_gain")
+    gain.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(gain)), gain.name))
+    onnx.save(blind, str(root / f"fold-{BLIND_FOLD}" / "m.onnx"))
+    return root
+
+
+def evaluate(manifest: Path, out: Path, *options: str) -> int:
+    return main(["evaluate", "--manifest", str(manifest), "--out", str(out), "--split", "folds", "--by", "source", *options])
+
+
+def test_each_fold_is_scored_by_its_own_model_and_the_folds_are_pooled(manifest, fold_models, tiny_model_path, tmp_path):
+    target = tmp_path / "all-data.onnx"
+    shutil.copy(tiny_model_path, target)
+    out = tmp_path / "report"
+    assert evaluate(manifest, out, "--model", f"cv={fold_models}/fold-{{fold}}/m.onnx",
+                    "--compare", f"same-everywhere={tiny_model_path}", "--stamp-into", str(target)) == 0
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    folds = metrics["models"]["cv"]["folds"]
+    assert [fold["fold"] for fold in folds["per_fold"]] == list(range(N_FOLDS))
+    assert sum(fold["n"] for fold in folds["per_fold"]) == metrics["models"]["cv"]["n"] == len(load_manifest(manifest))
+    aucs = [fold["roc_auc"] for fold in folds["per_fold"]]
+    chance = 0.5
+    assert aucs[BLIND_FOLD] == chance and all(auc == 1.0 for i, auc in enumerate(aucs) if i != BLIND_FOLD)
+    assert folds["mean"]["roc_auc"] == pytest.approx((N_FOLDS - 1 + chance) / N_FOLDS)
+    # Folds hold whole sources, as assign_folds makes them.
+    folds_of = assign_folds(load_manifest(manifest), n_folds=N_FOLDS, by="source")
+    assert {fold["n"] for fold in folds["per_fold"]} == set(np.bincount(folds_of).tolist())
+    # A model path without {fold} serves every fold.
+    assert metrics["models"]["same-everywhere"]["folds"]["mean"]["roc_auc"] == 1.0
+    assert "By fold" in (out / "report.md").read_text()
+    # The pooled thresholds and figures went into the all-data model.
+    stamped = read_info(target)
+    assert stamped.thresholds.review == metrics["models"]["cv"]["thresholds"]["review"]
+    assert stamped.validation_metrics["folds"]["mean"]["roc_auc"] == folds["mean"]["roc_auc"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--model", "m=models/fold-{fold}/m.onnx", "--split", "group"), "needs --split folds"),
+    (("--model", "m=nowhere/fold-{fold}/m.onnx"), "not found: nowhere/fold-0/m.onnx"),
+    (("--model", "MODEL", "--stamp"), "--stamp-into"),
+])
+def test_mistakes_are_one_line(manifest, fold_models, tmp_path, capsys, options, message):
+    options = tuple(str(fold_models / "fold-{fold}" / "m.onnx") if option == "MODEL" else option for option in options)
+    assert evaluate(manifest, tmp_path / "r", *options) == USER_ERROR
+    assert message in capsys.readouterr().err
