@@ -66,7 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     config = TrainConfig(
         manifests=[str(m) for m in args.manifest], out_dir=str(args.out), cache_dir=str(args.cache_dir),
-        seed=args.seed, n_folds=args.n_folds, val_fold=args.val_fold, train_only_groups=args.train_only_group,
+        seed=args.seed, n_folds=args.n_folds, val_fold=None if args.all else args.val_fold,
+        train_only_groups=args.train_only_group,
         split_by=args.by, keep_subgroups=args.keep_subgroups, views=args.views, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, workers=args.workers,
         spec=replace(INPUT_SPEC, resize_mode=args.resize_mode), anchored=args.anchor,
@@ -245,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
     train.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
                        help="ship the average of the fine-tuned and linear-probe branches (default: on)")
+    train.add_argument("--all", action="store_true",
+                       help="train on every photo, with no validation: the model to ship, whose thresholds and figures "
+                            "come from cross-validation (`make model`; `flexguard evaluate --split folds --stamp-into`)")
     train.add_argument("--resize-mode", choices=("letterbox", "squash"), default="letterbox", help="how the whole photo is fitted (default: letterbox)")
     _add_split_arguments(train)
     train.set_defaults(func=_cmd_train)

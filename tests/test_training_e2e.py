@@ -289,3 +289,21 @@ def test_evaluate_holds_out_whole_sources(tmp_path, tiny_onnx):
     assert cli_main(["evaluate", "--model", str(tiny_onnx), "--manifest", str(manifest_path), "--out", str(out),
                      "--by", "source"]) == 0
     assert "by source" in json.loads((out / "metrics.json").read_text())["notes"][0]
+
+
+def test_training_on_every_photo_then_stamping_cross_validation(tiny_manifest, tiny_onnx, tmp_path):
+    """`make model`'s path: a model trained on every photo gets the figures of cross-validation."""
+    run = tmp_path / "all"
+    assert cli_main(["train", str(tiny_manifest), "--all", "--out", str(run), "--cache-dir", str(tmp_path / "cache"),
+                     "--views", "2", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--workers", "1"]) == 0
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert history[0] == {"stage": "linear_probe", "split": "none"}
+    assert all("roc_auc" not in record for record in history)  # nothing to validate on: no figures
+    model = run / "flexguard.onnx"
+    assert cli_main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(model)]) == 0
+    assert "no validation" in read_info(model).validation_metrics["source"]
+    # Every "fold model" is the tiny run's here; what matters is that the pooled figures land in the file.
+    assert cli_main(["evaluate", "--split", "folds", "--n-folds", "2", "--model", f"cv={tiny_onnx}", "--manifest",
+                     str(tiny_manifest), "--out", str(tmp_path / "cv"), "--stamp-into", str(model)]) == 0
+    stamped = read_info(model).validation_metrics
+    assert stamped["folds"]["mean"]["roc_auc"] is not None and len(stamped["folds"]["per_fold"]) == 2

@@ -49,6 +49,9 @@ ORDINARY_SHARE = 0.25
 GROUP_WEIGHT_POWER = 0.5
 TAIL_BATCH = 128
 REPORT_FPR = 0.05
+# What a checkpoint trained on every photo says of its provisional thresholds and figures.
+NO_VALIDATION = ("no validation (trained on every photo); the thresholds are the training photos' and only provisional: "
+                 "stamp the cross-validation ones with `flexguard evaluate --split folds --stamp-into`")
 
 
 @dataclass
@@ -58,7 +61,9 @@ class TrainConfig:
     cache_dir: str = ".cache/flexguard"
     seed: int = 0
     n_folds: int = 5
-    val_fold: int = 0
+    # None: train on every photo, with no validation (the model that ships; its figures and thresholds come
+    # from cross-validation, `flexguard evaluate --split folds --stamp-into`).
+    val_fold: int | None = 0
     train_only_groups: list[str] = field(default_factory=list)
     # "group" or "source": what validation holds out whole (datasets/splits.py).
     split_by: str = "group"
@@ -180,12 +185,18 @@ def train(config: TrainConfig) -> Path:
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     manifest = load_manifests([Path(m) for m in config.manifests])
-    train_idx, val_idx = group_split(
-        manifest, val_fold=config.val_fold, n_folds=config.n_folds, seed=config.seed, train_only=config.train_only_groups,
-        by=config.split_by, keep_subgroups=config.keep_subgroups,
-    )
+    if config.val_fold is None:
+        train_idx, val_idx = np.arange(len(manifest)), np.arange(0)
+        print(f"photos: {len(manifest)}, all trained on (no validation: cross-validation gives the figures)")
+    else:
+        train_idx, val_idx = group_split(
+            manifest, val_fold=config.val_fold, n_folds=config.n_folds, seed=config.seed,
+            train_only=config.train_only_groups, by=config.split_by, keep_subgroups=config.keep_subgroups,
+        )
+        print(f"photos: {len(train_idx)} train, {len(val_idx)} validation (whole {config.split_by}s held out; "
+              f"fold {config.val_fold} of {config.n_folds})")
     train_set, val_set = manifest.subset(train_idx), manifest.subset(val_idx)
-    print(f"photos: {len(train_set)} train, {len(val_set)} validation (whole {config.split_by}s held out; fold {config.val_fold} of {config.n_folds})")
+    validating = len(val_set) > 0
 
     net = FlexguardNet(len(CATEGORY_IDS), config.tune_from_block, config.dropout)
     spec = config.spec
@@ -194,34 +205,29 @@ def train(config: TrainConfig) -> Path:
                   key_parts={"tune_from_block": config.tune_from_block}, workers=config.workers)
     train_acts = front_activations(net.front, [r.path for r in train_set.records], n_views=config.views,
                                    backgrounds=backgrounds, desc="caching training views", **common)
-    val_acts = front_activations(net.front, [r.path for r in val_set.records], n_views=1,
-                                 backgrounds=[], desc="caching validation photos", **common)[0]
+    # Without validation, the checkpoint's provisional thresholds come from the training photos' clean view.
+    check_acts = (front_activations(net.front, [r.path for r in val_set.records], n_views=1, backgrounds=[],
+                                    desc="caching validation photos", **common)[0] if validating else train_acts[0])
+    check_set = val_set if validating else train_set
     train_labels = torch.from_numpy(train_set.labels())
-    val_labels = val_set.labels()
+    check_labels = check_set.labels()
     weights = sample_weights(train_set)
     history: list[dict] = []
 
     # Stage 2: linear probe on clean, frozen features.
-    train_pooled, val_pooled = _pooled(net, train_acts[0]), _pooled(net, val_acts)
+    train_pooled = _pooled(net, train_acts[0])
+    check_pooled = _pooled(net, check_acts) if validating else train_pooled
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-    probe_val = _fit_probe(net.head.linear, train_pooled, train_labels, weights, config)
-    probe_figures = _validation_figures(val_labels, probe_val(val_pooled))
-    print(f"linear probe, validation by {config.split_by}: {probe_figures}")
-    history.append({"stage": "linear_probe", "split": "group", **probe_figures})
-    probe_record = history[-1]
-
-    # The same probe on a random split of the same photos: the gap to the grouped figure is what
-    # photo-style leakage is worth on this data (the random figure is an upper bound, not a result).
-    all_pooled = torch.empty(len(manifest), train_pooled.shape[1])
-    all_pooled[train_idx], all_pooled[val_idx] = train_pooled, val_pooled
-    random_train, random_val = random_split(manifest, seed=config.seed)
-    leak_head = nn.Linear(train_pooled.shape[1], len(CATEGORY_IDS))
-    leak_scores = _fit_probe(leak_head, all_pooled[random_train], torch.from_numpy(manifest.labels()[random_train]),
-                             sample_weights(manifest.subset(random_train)), config)
-    leak_figures = _validation_figures(manifest.labels()[random_val], leak_scores(all_pooled[random_val]))
-    print(f"linear probe, random split (leaks; upper bound): {leak_figures}")
-    history.append({"stage": "linear_probe", "split": "random", **leak_figures})
-    _save_checkpoint(out_dir / "probe.pt", net, config, manifest, val_labels, probe_val(val_pooled), probe_record)
+    probe_scores = _fit_probe(net.head.linear, train_pooled, train_labels, weights, config)
+    if validating:
+        probe_figures = _validation_figures(check_labels, probe_scores(check_pooled))
+        print(f"linear probe, validation by {config.split_by}: {probe_figures}")
+        history.append({"stage": "linear_probe", "split": config.split_by, **probe_figures})
+        _report_leak(net, manifest, train_idx, val_idx, train_pooled, check_pooled, config, history)
+    else:
+        history.append({"stage": "linear_probe", "split": "none"})
+    _save_checkpoint(out_dir / "probe.pt", net, config, manifest, check_labels, probe_scores(check_pooled),
+                     history[0] if validating else {"source": NO_VALIDATION})
     if config.anchored:
         net.set_anchor()
 
@@ -252,13 +258,30 @@ def train(config: TrainConfig) -> Path:
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-        val_scores = _scores(net, val_acts)
-        figures = _validation_figures(val_labels, val_scores)
-        history.append({"stage": "fine_tune", "epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), **figures})
-        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, validation by {config.split_by} {figures}")
+        record = {"stage": "fine_tune", "epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4)}
+        if validating:
+            record.update(_validation_figures(check_labels, _scores(net, check_acts)))
+        history.append(record)
+        print(f"epoch {epoch + 1}: " + ", ".join(f"{key} {value}" for key, value in record.items() if key not in ("stage", "epoch")))
 
-    _save_checkpoint(out_dir / "checkpoint.pt", net, config, manifest, val_labels, val_scores, history[-1])
+    final = history[-1] if validating else {"source": NO_VALIDATION}
+    _save_checkpoint(out_dir / "checkpoint.pt", net, config, manifest, check_labels, _scores(net, check_acts), final)
     with open(out_dir / "history.jsonl", "w") as f:
         f.writelines(json.dumps(h) + "\n" for h in history)
     print(f"done in {(time.time() - started) / 60:.1f} min; checkpoint: {out_dir / 'checkpoint.pt'}")
     return out_dir
+
+
+def _report_leak(net: FlexguardNet, manifest: Manifest, train_idx: np.ndarray, val_idx: np.ndarray,
+                 train_pooled: torch.Tensor, val_pooled: torch.Tensor, config: TrainConfig, history: list[dict]) -> None:
+    """The same probe on a random split of the same photos: the gap to the held-out figure is what
+    photo-style leakage is worth on this data (the random figure is an upper bound, not a result)."""
+    all_pooled = torch.empty(len(manifest), train_pooled.shape[1])
+    all_pooled[train_idx], all_pooled[val_idx] = train_pooled, val_pooled
+    random_train, random_val = random_split(manifest, seed=config.seed)
+    leak_head = nn.Linear(train_pooled.shape[1], len(CATEGORY_IDS))
+    leak_scores = _fit_probe(leak_head, all_pooled[random_train], torch.from_numpy(manifest.labels()[random_train]),
+                             sample_weights(manifest.subset(random_train)), config)
+    leak_figures = _validation_figures(manifest.labels()[random_val], leak_scores(all_pooled[random_val]))
+    print(f"linear probe, random split (leaks; upper bound): {leak_figures}")
+    history.append({"stage": "linear_probe", "split": "random", **leak_figures})
