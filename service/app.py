@@ -147,15 +147,18 @@ async def _purge_periodically(store: ReviewStore, settings: Settings) -> None:
     """Every purge interval: expires submissions pending too long, and deletes decided submissions'
     photos once their retention is over."""
     retention = timedelta(days=settings.photo_retention_days)
+    training_retention = timedelta(days=settings.training_retention_days)
     max_pending = timedelta(days=settings.pending_expiry_days)
     while True:
         try:
             expired = await run_in_threadpool(store.expire, Principal.service(), max_pending)
             if expired:
                 logger.info("expiry: %d submissions pending over %g days expired", expired, settings.pending_expiry_days)
-            report = await run_in_threadpool(store.purge, Principal.service(), retention)
-            if report.photos:
-                logger.info("purge: deleted %d photos of %d decided submissions", report.photos, report.submissions)
+            report = await run_in_threadpool(store.purge, Principal.service(), retention, training_retention)
+            if report.photos or report.training_photos:
+                logger.info("purge: deleted %d photos of %d decided submissions (%d kept for training) and %d "
+                            "training photos past their retention", report.photos, report.submissions,
+                            report.kept_for_training, report.training_photos)
         except Exception as error:  # the database may be briefly away: try again next time, never stop purging
             if is_unavailable(error):
                 logger.warning("purge skipped: the review database is unavailable; trying again in %g s",

@@ -44,6 +44,9 @@ DEFAULT_PURGE_INTERVAL_S = 3600.0
 # A post nobody decides within a month expires: its photos go at once. So no photo is kept longer than
 # 30 days pending + 7 days after the decision + one purge interval (SECURITY.md).
 DEFAULT_PENDING_EXPIRY_DAYS = 30.0
+# A unit that consents keeps its reviewer-labelled photos for the data team up to three months: time for
+# a quarterly retrain to export them (SECURITY.md).
+DEFAULT_TRAINING_RETENTION_DAYS = 90.0
 # Webhook retries: 30 s, 1, 2, 4, 8, 16, 32 min, then hourly, 10 attempts in all (~3.1 h of trying).
 DEFAULT_WEBHOOK_RETRY_BASE_S = 30.0
 DEFAULT_WEBHOOK_RETRY_MAX_S = 3600.0
@@ -102,6 +105,11 @@ class Settings(BaseSettings):
         DEFAULT_PHOTO_RETENTION_DAYS, ge=0, description="days a decided submission's stored photos are kept before the purge"
     )
     purge_interval_s: float = Field(DEFAULT_PURGE_INTERVAL_S, gt=0, description="seconds between the service's purge runs")
+    training_retention_days: float = Field(
+        DEFAULT_TRAINING_RETENTION_DAYS, ge=0,
+        description="in a unit with training consent, days the photos its reviewers labelled are kept for the data "
+                    "team after the decision, unless exported sooner",
+    )
     pending_expiry_days: float = Field(
         DEFAULT_PENDING_EXPIRY_DAYS, gt=0,
         description="days a submission may stay pending; then it expires and its stored photos are deleted",

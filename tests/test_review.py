@@ -89,7 +89,8 @@ def test_pending_then_approved(world, client, tiny_model_path):
     assert submission["status"] == "pending" and submission["unit"] == "dinkes"
     flagged = submission["photos"][1]
     assert flagged["decision"] != "allow" and flagged["stored"] and flagged["url"]
-    assert submission["photos"][0]["stored"] is False  # only flagged photos are kept
+    # The reviewer sees the whole post while it is pending, the photo the model allowed too.
+    assert submission["photos"][0]["stored"] and submission["photos"][0]["decision"] == "allow"
     # The reviewer's queue: the submission with its flagged photo, Indonesian names and evidence boxes.
     reviewer = headers(world.review["dinkes"])
     queue = client.get("/v1/submissions", params={"status": "pending"}, headers=reviewer).json()
@@ -108,6 +109,9 @@ def test_pending_then_approved(world, client, tiny_model_path):
     approved = client.post(f"/v1/submissions/{submission['id']}/approve", headers=reviewer, json={"comment": "Mobil dinas, bukan pribadi"})
     assert approved.status_code == 200, approved.text
     assert approved.json()["status"] == "approved" and approved.json()["decided_by"].startswith("fgr_review_")
+    # Decided: the allowed photo is gone at once, the flagged one stays until the purge.
+    assert [photo["stored"] for photo in approved.json()["photos"]] == [False, True]
+    assert client.get(approved.json()["photos"][1]["url"], headers=reviewer).status_code == 200
     polled = client.get(f"/v1/submissions/{submission['id']}", headers=headers(world.submit["dinkes"])).json()
     assert polled["status"] == "approved" and polled["comment"] == "Mobil dinas, bukan pribadi"
     assert client.get("/v1/submissions?status=pending", headers=reviewer).json()["total"] == 0
@@ -357,9 +361,9 @@ def test_the_purge_deletes_decided_photos_after_the_retention_and_keeps_the_reco
     assert count(world, PhotoBlob) == 3
     operator = Principal.command_line("test")
     # Within the retention nothing goes; after it, the decided submission's photos go, the pending one's stay.
-    assert world.store.purge(operator, timedelta(days=7)).photos == 0
+    assert world.store.purge(operator, timedelta(days=7), timedelta(days=90)).photos == 0
     later = world.store.get(operator, decided["id"]).decided_at + timedelta(days=7, seconds=1)
-    report = world.store.purge(operator, timedelta(days=7), now=later)
+    report = world.store.purge(operator, timedelta(days=7), timedelta(days=90), now=later)
     assert (report.submissions, report.photos) == (1, 2)
     assert count(world, PhotoBlob) == 1
     gone = client.get(f"/v1/submissions/{decided['id']}/photos/0", headers=reviewer)
@@ -369,7 +373,7 @@ def test_the_purge_deletes_decided_photos_after_the_retention_and_keeps_the_reco
     assert not any(photo["stored"] for photo in kept["photos"]) and kept["photos"][0]["evidence"]
     assert client.get(f"/v1/submissions/{waiting['id']}/photos/0", headers=reviewer).status_code == 200
     assert actions(world, decided["id"]) == ["submitted", "approved", "photos_purged"]
-    assert world.store.purge(operator, timedelta(days=7), now=later).submissions == 0  # once only
+    assert world.store.purge(operator, timedelta(days=7), timedelta(days=90), now=later).submissions == 0  # once only
 
 
 def test_the_service_purges_on_its_own(world, tiny_model_path):

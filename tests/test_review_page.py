@@ -128,12 +128,11 @@ def test_reviewer_sees_the_flagged_photo_and_approves(page: Page, problems: list
     expect(detail.locator(".fact-status")).to_have_text("Menunggu keputusan")
     expect(detail.locator("#detail-caption")).to_have_text("Kunjungan kerja ke puskesmas")
 
-    # The allowed photo was not stored: its scores are shown, with a note instead of the photo.
+    # The whole post is shown: the photo the model allowed too, with no verdict to give on it.
     grey = photo_card(detail, 0)
-    expect(grey.locator("img")).to_have_count(0)
-    expect(grey.locator(".placeholder")).to_have_text(
-        "Foto ini tidak disimpan: hanya foto yang ditandai yang disimpan untuk peninjau.")
+    expect(grey.locator("img")).to_be_visible()
     expect(grey.locator(".decision")).to_have_text("Aman")
+    expect(grey.locator("fieldset.photo-label")).to_have_count(0)
 
     # The flagged photo, fetched with the key, with its evidence box where the service put it.
     red_result = posted["photos"][1]

@@ -25,6 +25,7 @@ class UnitRecord:
     id: str
     name: str
     created_at: datetime
+    training_consent: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class PhotoRecord:
     decision: str
     stored: bool  # its bytes are held for the reviewers
     result: dict[str, Any]  # categories (with names and scores), evidence, image: see stored_result
+    review_verdict: str | None = None  # the reviewer's label (tables.Verdict), if one was given
+    review_categories: tuple[str, ...] = ()  # what it shows, by the reviewer, when the verdict is "correct"
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def stored_result(score: ImageScore, categories: Sequence[Category]) -> dict[str
 
 
 def unit_record(row: Unit) -> UnitRecord:
-    return UnitRecord(id=row.id, name=row.name, created_at=row.created_at)
+    return UnitRecord(id=row.id, name=row.name, created_at=row.created_at, training_consent=row.training_consent)
 
 
 def key_record(row: ApiKey) -> KeyRecord:
@@ -129,7 +132,9 @@ def audit_record(row: AuditEvent) -> AuditRecord:
 
 
 def submission_record(session: Session, submission: Submission, replayed: bool = False) -> SubmissionRecord:
-    stored = set(session.scalars(select(PhotoBlob.photo_id).join(Photo).where(Photo.submission_id == submission.id)))
+    # Bytes kept past the reviewers' retention are the data team's (training consent), not the reviewers'.
+    stored = set() if submission.photos_purged_at else set(
+        session.scalars(select(PhotoBlob.photo_id).join(Photo).where(Photo.submission_id == submission.id)))
     decider = session.get(ApiKey, submission.decided_by) if submission.decided_by else None
     deliveries = session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.submission_id == submission.id).order_by(WebhookDelivery.id)
@@ -144,7 +149,8 @@ def submission_record(session: Session, submission: Submission, replayed: bool =
         comment=submission.comment, photos_purged_at=submission.photos_purged_at,
         photos=tuple(
             PhotoRecord(position=photo.position, sha256=photo.sha256, risk=photo.risk, decision=photo.decision,
-                        stored=photo.id in stored, result=photo.result)
+                        stored=photo.id in stored, result=photo.result, review_verdict=photo.review_verdict,
+                        review_categories=tuple(photo.review_categories or ()))
             for photo in submission.photos
         ),
         deliveries=tuple(

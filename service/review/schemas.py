@@ -15,16 +15,28 @@ from pydantic import BaseModel, Field
 from flexguard.models.vocabulary import Decision
 
 from ..schemas import CategoryScore, EvidenceOut, Fraction, ImageInfo, ModelRef, ThresholdsOut
+from .store import PhotoLabel
 from .records import AuditRecord, DeliveryRecord, KeyRecord, NewKeyRecord, PhotoRecord, SubmissionRecord, UnitRecord
-from .tables import Role, Status
+from .tables import Role, Status, Verdict
 
 MAX_COMMENT_CHARS = 2000
+MAX_LABELS = 64  # one per photo of a submission, at most FLEXGUARD_MAX_FILES's default
 SUBMISSIONS_ROUTE = "/v1/submissions"
 
 
 def photo_url(submission_id: str, position: int) -> str:
     """Where a reviewer fetches a stored photo (the route in routes/submissions.py)."""
     return f"{SUBMISSIONS_ROUTE}/{submission_id}/photos/{position}"
+
+
+class PhotoLabelOut(BaseModel):
+    verdict: Verdict = Field(description="`correct` (benar): it shows luxury; `false_alarm` (bukan kemewahan): it does not.")
+    categories: list[str] = Field(description="With `correct`: the categories it shows, by the reviewer (they may differ "
+                                              "from the model's). Empty with `false_alarm`.")
+
+
+class PhotoLabelIn(PhotoLabelOut):
+    position: int = Field(ge=0, description="Which flagged photo of the submission, from 0.")
 
 
 class ReviewPhoto(BaseModel):
@@ -35,14 +47,18 @@ class ReviewPhoto(BaseModel):
     categories: list[CategoryScore] = Field(description="Every category's score, with its names in Indonesian and English.")
     evidence: list[EvidenceOut] = Field(description="Boxes for categories at or above review, strongest first.")
     image: ImageInfo = Field(description="The photo as read.")
-    stored: bool = Field(description="Whether the photo's bytes are held for the reviewers (flagged photos, until purged).")
+    stored: bool = Field(description="Whether the photo's bytes are held for the reviewers: every photo of a pending "
+                                     "submission, then its flagged photos until the purge.")
     url: str | None = Field(description="Where a reviewer of the unit fetches the photo, while it is stored.")
+    review_label: PhotoLabelOut | None = Field(description="The reviewer's label of this flagged photo, if one was given.")
 
     @classmethod
     def of(cls, record: PhotoRecord, submission_id: str) -> "ReviewPhoto":
+        label = (PhotoLabelOut(verdict=record.review_verdict, categories=list(record.review_categories))
+                 if record.review_verdict else None)
         return cls(position=record.position, sha256=record.sha256, risk=record.risk, decision=record.decision,
                    stored=record.stored, url=photo_url(submission_id, record.position) if record.stored else None,
-                   **record.result)
+                   review_label=label, **record.result)
 
 
 class Delivery(BaseModel):
@@ -114,6 +130,14 @@ class SubmissionList(BaseModel):
 
 class DecisionIn(BaseModel):
     comment: str = Field("", max_length=MAX_COMMENT_CHARS, description="Why; required to reject.")
+    labels: list[PhotoLabelIn] = Field(
+        [], max_length=MAX_LABELS,
+        description="Optional: for flagged photos, whether the flag was right (`correct`, with the categories the photo "
+                    "shows) or a false alarm (`false_alarm`). Saying nothing is the default. Audited with the decision; "
+                    "in a unit with training consent, labelled photos are kept for the data team.")
+
+    def photo_labels(self) -> list[PhotoLabel]:
+        return [PhotoLabel(label.position, label.verdict, tuple(dict.fromkeys(label.categories))) for label in self.labels]
 
 
 class WebhookIn(BaseModel):
@@ -135,10 +159,17 @@ class UnitIn(BaseModel):
 
 class UnitOut(UnitIn):
     created_at: datetime = Field(description="When the unit was added (UTC).")
+    training_consent: bool = Field(description="Whether photos its reviewers label are kept for the data team "
+                                               "(FLEXGUARD_TRAINING_RETENTION_DAYS at most, until exported).")
 
     @classmethod
     def of(cls, record: UnitRecord) -> "UnitOut":
         return cls(**asdict(record))
+
+
+class ConsentIn(BaseModel):
+    training_consent: bool = Field(description="Keep this unit's reviewer-labelled photos for the data team (true), "
+                                               "or purge them as any other photo (false, the default).")
 
 
 class KeyIn(BaseModel):

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from flexguard.inference.engine import ImageScore
 from flexguard.models.metadata import ModelInfo, Thresholds
+from flexguard.models.taxonomy import CATEGORY_IDS
 from flexguard.models.vocabulary import Decision
 
 from .database import READ_ONLY, session_factory
@@ -51,6 +52,7 @@ from .tables import (
     Status,
     Submission,
     Unit,
+    Verdict,
     WebhookDelivery,
     utc_text,
     utcnow,
@@ -156,6 +158,17 @@ class DeliveryJob:
 class PurgeReport:
     submissions: int
     photos: int
+    kept_for_training: int = 0  # labelled photos of consenting units, kept past the reviewers' retention
+    training_photos: int = 0  # kept ones deleted now: past the training retention, or consent withdrawn
+
+
+@dataclass(frozen=True)
+class PhotoLabel:
+    """A reviewer's word on one flagged photo of the post being decided."""
+
+    position: int
+    verdict: Verdict
+    categories: tuple[str, ...] = ()  # what it shows, when the verdict is CORRECT
 
 
 class ReviewStore:
@@ -365,10 +378,11 @@ class ReviewStore:
             rows.append(row)
         session.flush()  # photo ids, for the blobs
         if status == Status.PENDING:
-            # Only the flagged photos of a pending post are kept, for its reviewers; a cleared post keeps none.
+            # A pending post's photos are kept for its reviewers, who decide on the whole post: the unflagged
+            # ones until the decision (decide deletes them), the flagged ones until the purge. A post cleared
+            # at once keeps none.
             for row, photo in zip(rows, draft.photos):
-                if photo.flagged:
-                    session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.kept))
+                session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.kept))
         _audit(session, actor, "submitted", unit=actor.unit, submission=submission, details={
             "status": status.value, "account": draft.account, "risk": submission.risk,
             "thresholds": {"review": draft.thresholds.review, "block": draft.thresholds.block},
@@ -404,17 +418,19 @@ class ReviewStore:
         require_role(actor, Role.REVIEW)
         with self._read() as session:
             submission = self._visible(session, actor, submission_id)
-            blob = session.scalar(
+            blob = None if submission.photos_purged_at else session.scalar(
                 select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id, Photo.position == position)
             )
             if blob is None:
-                why = ("only flagged photos are stored" if not submission.photos_purged_at
-                       else "its photos were deleted when it expired" if submission.status == Status.EXPIRED.value
-                       else "its photos were deleted after the decision")
+                why = ("its photos were deleted when it expired" if submission.status == Status.EXPIRED.value
+                       else "its photos were deleted after the decision" if submission.photos_purged_at
+                       else "a photo the model allowed is kept only until the post is decided")
                 raise NotFound(f"photo {position} of {submission_id} is not stored ({why})")
             return blob.media_type, blob.data
 
-    def decide(self, actor: Principal, submission_id: str, approve: bool, comment: str) -> SubmissionRecord:
+    def decide(self, actor: Principal, submission_id: str, approve: bool, comment: str,
+               labels: Sequence[PhotoLabel] = ()) -> SubmissionRecord:
+        """Approve or reject a pending post, with the reviewer's optional labels of its flagged photos."""
         require_role(actor, Role.REVIEW)
         if not approve and not comment.strip():
             raise Invalid("say why in the comment when rejecting")
@@ -422,6 +438,7 @@ class ReviewStore:
         now = utcnow()
         with self._session.begin() as session:
             submission = self._visible(session, actor, submission_id)
+            by_position = _checked_labels(submission, labels)
             changed = session.execute(
                 update(Submission)
                 .where(Submission.id == submission.id, Submission.status == Status.PENDING.value)
@@ -432,8 +449,17 @@ class ReviewStore:
                 session.refresh(submission)
                 raise Conflict(_already(session, submission))
             session.refresh(submission)
+            for photo in submission.photos:
+                if photo.position in by_position:
+                    label = by_position[photo.position]
+                    photo.review_verdict, photo.review_categories = label.verdict.value, list(label.categories)
+            # The photos the model allowed were kept only for the decision.
+            allowed = [photo.id for photo in submission.photos if photo.decision == Decision.ALLOW.value]
+            session.execute(delete(PhotoBlob).where(PhotoBlob.photo_id.in_(allowed)))
             _audit(session, actor, status.value, unit=submission.unit_id, submission=submission, details={
                 "comment": comment, "risk": submission.risk,
+                "labels": [{"position": label.position, "verdict": label.verdict.value, "categories": list(label.categories)}
+                           for label in by_position.values()],
             })
             _queue_webhook(session, submission, now)
             session.flush()
@@ -469,22 +495,57 @@ class ReviewStore:
                 expired += 1
         return expired
 
-    def purge(self, actor: Principal, retention: timedelta, now: datetime | None = None) -> PurgeReport:
-        """Delete the stored photos of submissions decided more than ``retention`` ago; keep everything else."""
+    def purge(self, actor: Principal, retention: timedelta, training_retention: timedelta,
+              now: datetime | None = None) -> PurgeReport:
+        """Delete the stored photos of submissions decided more than ``retention`` ago; keep everything else.
+
+        In a unit with training consent, the photos a reviewer labelled are kept for the data team instead,
+        until they are exported or ``training_retention`` after the decision, whichever comes first; they
+        are deleted at the next purge once consent is withdrawn.
+        """
         now = now or utcnow()
         cutoff = now - retention
         with self._session.begin() as session:
             due = session.scalars(
                 select(Submission).where(Submission.decided_at < cutoff, Submission.photos_purged_at.is_(None))
             ).all()
-            deleted = 0
+            deleted = kept = 0
             for submission in due:
-                photos = _delete_photos(session, submission, now)
+                consenting = session.get_one(Unit, submission.unit_id).training_consent
+                keep = {photo.id for photo in submission.photos if consenting and photo.review_verdict
+                        and submission.decided_at >= now - training_retention}
+                photos = _delete_photos(session, submission, now, keep=keep)
                 deleted += photos
+                kept += len(keep)
                 _audit(session, actor, "photos_purged", unit=submission.unit_id, submission=submission,
-                       details={"photos": photos, "decided_at": submission.decided_at.isoformat(),
+                       details={"photos": photos, "kept_for_training": len(keep),
+                                "decided_at": submission.decided_at.isoformat(),
                                 "retention_days": retention / timedelta(days=1)})
-            return PurgeReport(submissions=len(due), photos=deleted)
+            stale = session.execute(
+                select(PhotoBlob.photo_id, Submission)
+                .join(Photo, Photo.id == PhotoBlob.photo_id).join(Submission).join(Unit)
+                .where(Submission.photos_purged_at.is_not(None),
+                       (Submission.decided_at < now - training_retention) | Unit.training_consent.is_(False))
+            ).all()
+            for submission_id, rows in _grouped(stale).items():
+                submission = rows[0][1]
+                session.execute(delete(PhotoBlob).where(PhotoBlob.photo_id.in_([photo_id for photo_id, _ in rows])))
+                _audit(session, actor, "training_photos_purged", unit=submission.unit_id, submission=submission,
+                       details={"photos": len(rows), "training_retention_days": training_retention / timedelta(days=1),
+                                "consent": session.get_one(Unit, submission.unit_id).training_consent})
+            return PurgeReport(submissions=len(due), photos=deleted, kept_for_training=kept, training_photos=len(stale))
+
+    def set_training_consent(self, actor: Principal, unit_id: str, consent: bool) -> UnitRecord:
+        """Let a unit's reviewer-labelled photos be kept for the data team, or stop it (admins only)."""
+        require_role(actor, Role.ADMIN)
+        with self._session.begin() as session:
+            unit = session.get(Unit, unit_id)
+            if unit is None:
+                raise NotFound(f"no unit {unit_id!r}")
+            was, unit.training_consent = unit.training_consent, consent
+            _audit(session, actor, "training_consent_changed", unit=unit_id,
+                   details={"training_consent": consent, "was": was})
+            return unit_record(unit)
 
     def _visible(self, session: Session, actor: Principal, submission_id: str) -> Submission:
         submission = session.get(Submission, submission_id)
@@ -526,13 +587,41 @@ def _a(word: str) -> str:
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
-def _delete_photos(session: Session, submission: Submission, now: datetime) -> int:
-    """Delete a submission's stored photos (its record, scores and boxes stay); how many there were."""
+def _delete_photos(session: Session, submission: Submission, now: datetime, keep: set[int] = frozenset()) -> int:
+    """Delete a submission's stored photos but those in ``keep`` (its record, scores and boxes stay); how many went."""
     blobs = session.scalars(select(PhotoBlob).join(Photo).where(Photo.submission_id == submission.id)).all()
-    for blob in blobs:
+    gone = [blob for blob in blobs if blob.photo_id not in keep]
+    for blob in gone:
         session.delete(blob)
     submission.photos_purged_at = now
-    return len(blobs)
+    return len(gone)
+
+
+def _grouped(rows: Sequence[Any]) -> dict[str, list[Any]]:
+    """(photo id, submission) rows by submission id, in order."""
+    groups: dict[str, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(row[1].id, []).append(row)
+    return groups
+
+
+def _checked_labels(submission: Submission, labels: Sequence[PhotoLabel]) -> dict[int, PhotoLabel]:
+    """The labels by position, once each, for flagged photos only, with categories exactly when correct."""
+    flagged = {photo.position for photo in submission.photos if photo.decision != Decision.ALLOW.value}
+    checked: dict[int, PhotoLabel] = {}
+    for label in labels:
+        if label.position in checked:
+            raise Invalid(f"photo {label.position} is labelled twice")
+        if label.position not in flagged:
+            raise Invalid(f"photo {label.position} was not flagged: only flagged photos are labelled")
+        unknown = sorted(set(label.categories) - set(CATEGORY_IDS))
+        if unknown:
+            raise Invalid(f"unknown categories for photo {label.position}: {', '.join(unknown)}")
+        if (label.verdict == Verdict.CORRECT) != bool(label.categories):
+            raise Invalid(f"photo {label.position}: name the categories it shows with \"correct\", and none with "
+                          "\"false_alarm\"")
+        checked[label.position] = label
+    return checked
 
 
 def _queue_webhook(session: Session, submission: Submission, now: datetime) -> None:

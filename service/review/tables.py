@@ -11,7 +11,20 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Lengths of the short text columns: ids and names are typed by people, digests are hex SHA-256.
@@ -63,6 +76,13 @@ class Status(StrEnum):
     EXPIRED = "expired"  # still pending FLEXGUARD_PENDING_EXPIRY_DAYS after it was sent: closed, photos deleted
 
 
+class Verdict(StrEnum):
+    """A reviewer's word on a flagged photo (optional, given with the decision)."""
+
+    CORRECT = "correct"  # "benar": it shows luxury; the reviewer names the categories it shows
+    FALSE_ALARM = "false_alarm"  # "bukan kemewahan": it shows none
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -74,6 +94,8 @@ class Unit(Base):
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Whether the unit lets its reviewer-labelled photos be kept for the data team (off unless an admin says so).
+    training_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiKey(Base):
@@ -134,6 +156,11 @@ class Photo(Base):
     risk: Mapped[float] = mapped_column(Float)
     decision: Mapped[str] = mapped_column(String(ID_LENGTH))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)  # categories, evidence, image size and format
+    # The reviewer's label of a flagged photo (Verdict) and, when correct, the categories it shows.
+    review_verdict: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    review_categories: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # When its bytes went to the data team in a training export (and were deleted here).
+    exported_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     submission: Mapped[Submission] = relationship(back_populates="photos")
 
 

@@ -19,7 +19,7 @@ from flexguard.models.vocabulary import ErrorCode
 from ..deps import AdminKey, Review
 from ..openapi import error_responses
 from ..review.audit_export import audit_lines
-from ..review.schemas import KeyIn, KeyOut, NewKey, UnitIn, UnitOut
+from ..review.schemas import ConsentIn, KeyIn, KeyOut, NewKey, UnitIn, UnitOut
 from ..review.tables import Role
 from .submissions import KEY_ERRORS
 
@@ -39,6 +39,13 @@ async def create_unit(store: Review, body: UnitIn, principal: AdminKey) -> UnitO
             responses=error_responses(*KEY_ERRORS))
 async def list_units(store: Review, principal: AdminKey) -> list[UnitOut]:
     return [UnitOut.of(unit) for unit in await run_in_threadpool(store.units)]
+
+
+@router.put("/units/{unit}/training-consent", response_model=UnitOut,
+            summary="Keep a unit's reviewer-labelled photos for the data team, or stop (admin key; audited)",
+            responses=CHANGE_ERRORS)
+async def set_training_consent(store: Review, unit: str, body: ConsentIn, principal: AdminKey) -> UnitOut:
+    return UnitOut.of(await run_in_threadpool(store.set_training_consent, principal, unit, body.training_consent))
 
 
 @router.post("/keys", response_model=NewKey, status_code=HTTPStatus.CREATED,

@@ -102,14 +102,13 @@ async def _scored_draft(request: Request, state: State, scorer: ScorerDep, princ
     failed = [f"photo {i + 1}: {r.message} ({r.code})" for i, r in enumerate(results) if isinstance(r, ImageError)]
     if failed:
         raise ApiError(ErrorCode.UNREADABLE_PHOTO, "; ".join(failed))
-    photos = []
-    for photo, result in zip(upload.photos, results):
-        # Only flagged photos are kept, so only they need a copy a browser can show.
-        scored = ScoredPhoto(bytes(photo), b"", "", result)
-        if scored.flagged:
-            kept, media_type = await run_in_threadpool(viewable, scored.data, result.format)
-            scored = ScoredPhoto(scored.data, kept, media_type, result)
-        photos.append(scored)
+    photos = [ScoredPhoto(bytes(photo), b"", "", result) for photo, result in zip(upload.photos, results)]
+    if any(photo.flagged for photo in photos):
+        # A post with a flagged photo waits for its reviewers, who see all of its photos: each needs a copy a
+        # browser can show. A post cleared at once keeps nothing, so it needs none.
+        for index, photo in enumerate(photos):
+            kept, media_type = await run_in_threadpool(viewable, photo.data, photo.score.format)
+            photos[index] = ScoredPhoto(photo.data, kept, media_type, photo.score)
     return Draft(account=account, caption=caption, model=info, thresholds=info.thresholds,
                  idempotency_key=idempotency_key, photos=photos)
 
@@ -166,13 +165,15 @@ async def get_photo(store: Review, submission_id: str, position: Annotated[int, 
 @router.post("/submissions/{submission_id}/approve", response_model=SubmissionOut,
              summary="Approve a pending submission (review key of its unit)", responses=DECISION_ERRORS)
 async def approve(store: Review, submission_id: str, principal: Caller, body: DecisionIn = DecisionIn()) -> SubmissionOut:
-    return SubmissionOut.of(await run_in_threadpool(store.decide, principal, submission_id, True, body.comment))
+    return SubmissionOut.of(await run_in_threadpool(store.decide, principal, submission_id, True, body.comment,
+                                                    body.photo_labels()))
 
 
 @router.post("/submissions/{submission_id}/reject", response_model=SubmissionOut,
              summary="Reject a pending submission, saying why (review key of its unit)", responses=DECISION_ERRORS)
 async def reject(store: Review, submission_id: str, principal: Caller, body: DecisionIn) -> SubmissionOut:
-    return SubmissionOut.of(await run_in_threadpool(store.decide, principal, submission_id, False, body.comment))
+    return SubmissionOut.of(await run_in_threadpool(store.decide, principal, submission_id, False, body.comment,
+                                                    body.photo_labels()))
 
 
 @router.put("/webhook", response_model=WebhookOut,

@@ -32,7 +32,14 @@
       photoTitle: (n) => `Foto ${n}`,
       photoAlt: (n, account) => `Foto ${n} dari unggahan ${account}`,
       photoLoading: "Memuat foto…",
-      photoNotStored: "Foto ini tidak disimpan: hanya foto yang ditandai yang disimpan untuk peninjau.",
+      photoNotStored: "Foto yang dinilai aman hanya disimpan sampai pengajuan diputuskan.",
+      labelLegend: "Penilaian Anda atas tanda ini (boleh dilewati)",
+      labelNone: "Tidak menilai",
+      labelCorrect: "Benar, menampilkan kemewahan",
+      labelFalseAlarm: "Bukan kemewahan (salah tanda)",
+      labelCategories: "Yang terlihat di foto:",
+      labelNeedsCategory: (n) => `Foto ${n}: pilih kemewahan yang terlihat, atau pilih "Tidak menilai".`,
+      labelGiven: "Penilaian peninjau:",
       photoPurged: "Foto sudah dihapus setelah keputusan.",
       photoFailed: "Foto tidak dapat dimuat.",
       commentLabel: "Komentar",
@@ -75,7 +82,14 @@
       photoTitle: (n) => `Photo ${n}`,
       photoAlt: (n, account) => `Photo ${n} of the post by ${account}`,
       photoLoading: "Loading the photo…",
-      photoNotStored: "This photo is not stored: only flagged photos are kept for reviewers.",
+      photoNotStored: "Photos the model allowed are kept only until the submission is decided.",
+      labelLegend: "Your verdict on this flag (optional)",
+      labelNone: "No verdict",
+      labelCorrect: "Correct: it shows luxury",
+      labelFalseAlarm: "Not luxury (false alarm)",
+      labelCategories: "What the photo shows:",
+      labelNeedsCategory: (n) => `Photo ${n}: tick what it shows, or choose "No verdict".`,
+      labelGiven: "Reviewer's verdict:",
       photoPurged: "The photo was deleted after the decision.",
       photoFailed: "The photo could not be loaded.",
       commentLabel: "Comment",
@@ -107,6 +121,8 @@
   let current = null; // the submission open in the detail view
   let photoUrls = new Map(); // position -> blob: URL of the open submission's stored photos
   let photoFailures = new Set(); // positions whose photo could not be fetched
+  // The reviewer's verdicts on the open submission's flagged photos: position -> {verdict, categories}.
+  let photoLabels = new Map();
   // Answers to an older request are dropped: the reviewer may click on while one is on its way.
   let queueRequest = 0;
   let detailRequest = 0;
@@ -272,7 +288,10 @@
     try {
       const submission = await apiJson(submissionPath(id));
       if (mine !== detailRequest) return false;
-      if (!current || current.id !== submission.id) resetComment(); // a refresh keeps what was typed
+      if (!current || current.id !== submission.id) { // a refresh keeps what was typed and ticked
+        resetComment();
+        photoLabels = new Map();
+      }
       dropPhotos();
       current = submission;
       renderDetail();
@@ -349,7 +368,60 @@
         el("p", { className: "risk" }, `${t().risk}: ${pct(clamp(photo.risk))}`)));
     li.dataset.position = photo.position;
     li.append(el("h5", {}, t().categories), window.flexguard.categoryBars(photo, lang, t().locale));
+    if (current.status === "pending" && decision !== "allow") li.append(labelChoice(photo));
+    else if (photo.review_label) li.append(el("p", { className: "review-label" }, `${t().labelGiven} ${labelText(photo)}`));
     return li;
+  }
+
+  const VERDICTS = ["", "correct", "false_alarm"];
+  const verdictWords = { "": "labelNone", correct: "labelCorrect", false_alarm: "labelFalseAlarm" };
+
+  function labelText(photo) {
+    const label = photo.review_label;
+    const words = t()[verdictWords[label.verdict]] || label.verdict;
+    return label.categories.length ? `${words} (${label.categories.map(nameIn(photo)).join(", ")})` : words;
+  }
+
+  // A flagged photo's verdict: none (the default), correct with what it shows, or a false alarm.
+  function labelChoice(photo) {
+    const flaggedByModel = (photo.evidence || []).map((e) => e.category);
+    const state = photoLabels.get(photo.position) || { verdict: "", categories: [...new Set(flaggedByModel)] };
+    const change = (next, focusSelector) => {
+      photoLabels.set(photo.position, { ...state, ...next });
+      renderPhotos();
+      document.querySelector(focusSelector)?.focus(); // the cards were drawn again
+    };
+    const name = `label-${photo.position}`;
+    const fieldset = el("fieldset", { className: "photo-label" }, el("legend", {}, t().labelLegend));
+    for (const verdict of VERDICTS) {
+      const input = el("input", { type: "radio", name, value: verdict, checked: state.verdict === verdict });
+      input.addEventListener("change", () => change({ verdict }, `input[name="${name}"][value="${verdict}"]`));
+      fieldset.append(el("label", { className: "choice" }, input, ` ${t()[verdictWords[verdict]]}`));
+    }
+    if (state.verdict === "correct") {
+      const group = el("fieldset", { className: "label-categories" }, el("legend", {}, t().labelCategories));
+      for (const category of photo.categories || []) {
+        const box = el("input", { type: "checkbox", name: `${name}-category`, value: category.id,
+          checked: state.categories.includes(category.id) });
+        box.addEventListener("change", () => change(
+          { categories: box.checked ? [...state.categories, category.id] : state.categories.filter((c) => c !== category.id) },
+          `input[name="${name}-category"][value="${category.id}"]`));
+        group.append(el("label", { className: "choice" }, box, ` ${nameIn(photo)(category.id)}`));
+      }
+      fieldset.append(group);
+    }
+    return fieldset;
+  }
+
+  // The verdicts to send with the decision; a "correct" with nothing ticked is asked about first.
+  function labelsToSend() {
+    const labels = [];
+    for (const [position, state] of [...photoLabels].sort((a, b) => a[0] - b[0])) {
+      if (!state.verdict) continue;
+      if (state.verdict === "correct" && !state.categories.length) return { missing: position };
+      labels.push({ position, verdict: state.verdict, categories: state.verdict === "correct" ? state.categories : [] });
+    }
+    return { labels };
   }
 
   function renderPhotos() {
@@ -414,11 +486,17 @@
       commentBox.focus();
       return;
     }
+    const { labels, missing } = labelsToSend();
+    if (missing !== undefined) {
+      say("decide-alert", () => t().labelNeedsCategory(missing + 1));
+      document.querySelector(`input[name="label-${missing}"][value="correct"]`)?.focus();
+      return;
+    }
     setDeciding(true);
     say("status", () => t().deciding);
     try {
       const decided = await apiJson(`${submissionPath(id)}/${approve ? "approve" : "reject"}`,
-        { method: "POST", body: JSON.stringify({ comment }) });
+        { method: "POST", body: JSON.stringify({ comment, labels }) });
       if (current && current.id === id) {
         current = decided;
         renderDetail();
