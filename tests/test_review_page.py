@@ -305,3 +305,36 @@ def test_fits_a_phone(browser: Browser, base_url: str, world: World, problems: l
         assert image["x"] - 0.5 <= drawn["x"] and drawn["x"] + drawn["width"] <= image["x"] + image["width"] + 0.5
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     assert not problems
+
+
+def test_a_reviewer_marks_a_flag_as_a_false_alarm_and_another_as_correct(page: Page, problems: list[str],
+                                                                         base_url: str, world: World):
+    posted = submit(base_url, world, "@dinkes.label", "Acara kantor", grey_photo(), red_photo(),
+                    red_photo((300, 300), (0, 0, 200, 200)))
+    sign_in(page, world.review[UNIT])
+    detail = open_submission(page, "@dinkes.label")
+    # Bahasa Indonesia first; saying nothing is the default; the allowed photo takes no verdict.
+    first, second = photo_card(detail, 1), photo_card(detail, 2)
+    expect(first.get_by_role("group", name="Penilaian Anda atas tanda ini (boleh dilewati)")).to_be_visible()
+    expect(first.get_by_label("Tidak menilai")).to_be_checked()
+    expect(photo_card(detail, 0).locator("fieldset")).to_have_count(0)
+
+    first.get_by_label("Bukan kemewahan (salah tanda)").check()
+    expect(first.get_by_label("Bukan kemewahan (salah tanda)")).to_be_focused()  # the redraw keeps the focus
+    # "Correct" asks what the photo shows, starting from what the model flagged.
+    second.get_by_label("Benar, menampilkan kemewahan").check()
+    shows = second.get_by_role("group", name="Yang terlihat di foto:")
+    expect(shows.get_by_label("Mobil mewah")).to_be_checked()
+    shows.get_by_label("Mobil mewah").uncheck()
+    page.get_by_role("button", name="Setujui").click()
+    expect(page.locator("#decide-alert")).to_contain_text("Foto 3: pilih kemewahan yang terlihat")
+    shows.get_by_label("Wisata mewah").check()
+    page.get_by_role("button", name="Setujui").click()
+    expect(page.locator("#status")).to_have_text("Pengajuan disetujui.")
+
+    decided = fetch(base_url, world.review[UNIT], posted["id"])
+    assert [photo["review_label"] for photo in decided["photos"]] == [
+        None, {"verdict": "false_alarm", "categories": []}, {"verdict": "correct", "categories": ["luxury_travel"]}]
+    expect(first.locator(".review-label")).to_have_text("Penilaian peninjau: Bukan kemewahan (salah tanda)")
+    expect(second.locator(".review-label")).to_have_text("Penilaian peninjau: Benar, menampilkan kemewahan (Wisata mewah)")
+    assert not problems
