@@ -74,7 +74,29 @@ def _cmd_unit_add(args: argparse.Namespace) -> None:
 
 def _cmd_unit_list(args: argparse.Namespace) -> None:
     for unit in _store(args).units():
-        print(f"{unit.id}\t{unit.name}")
+        print(f"{unit.id}\t{unit.name}\ttraining consent: {'on' if unit.training_consent else 'off'}")
+
+
+def _cmd_training_consent(args: argparse.Namespace) -> None:
+    unit = _store(args).set_training_consent(_operator(), args.unit, args.consent == "on")
+    kept = ("its reviewer-labelled photos are kept for the data team" if unit.training_consent
+            else "its photos are purged as usual; labelled photos kept so far go at the next purge")
+    print(f"training consent for {unit.id}: {args.consent} ({kept})")
+
+
+def _cmd_export_training(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from flexguard.service.review.training_export import export_training
+
+    store = _store(args)
+    operator = _operator()
+    total = store.count_training_photos(operator, args.since, args.unit)
+    with tqdm(total=total, desc="exporting labelled photos", unit="photo", file=sys.stderr) as progress:
+        report = export_training(store, operator, args.out, args.since, args.unit, advance=progress.update)
+    units = ", ".join(f"{unit} {count}" for unit, count in sorted(report.by_unit.items())) or "none new"
+    print(f"exported {report.photos} photos ({units}) to {args.out}; {report.manifest} lists {report.listed}; "
+          f"train with: make model DATA=\"... {report.manifest}\"")
 
 
 def _cmd_key_add(args: argparse.Namespace) -> None:
@@ -103,9 +125,12 @@ def _cmd_purge(args: argparse.Namespace) -> None:
     store = _store(args)
     pending_days = _settings().pending_expiry_days
     expired = store.expire(_operator(), timedelta(days=pending_days))
-    report = store.purge(_operator(), timedelta(days=days))
+    training_days = _settings().training_retention_days
+    report = store.purge(_operator(), timedelta(days=days), timedelta(days=training_days))
     print(f"expired {expired} submissions pending more than {pending_days:g} days (their photos deleted); "
-          f"deleted {report.photos} photos of {report.submissions} submissions decided more than {days:g} days ago; "
+          f"deleted {report.photos} photos of {report.submissions} submissions decided more than {days:g} days ago "
+          f"({report.kept_for_training} labelled photos kept for training, by unit consent); deleted "
+          f"{report.training_photos} training photos past {training_days:g} days or without consent; "
           "their records and audit events stay")
 
 
@@ -170,6 +195,16 @@ def add_parser(commands: argparse._SubParsersAction, handle: Callable[[argparse.
                      help="submit: an upload tool of the unit; review: the unit's head; admin: manages units and keys")
     key.add_argument("--unit", help="the unit (submit and review keys)")
     key.add_argument("--label", default="", help="whose key, e.g. 'Kepala Dinas' (shown in lists and the audit trail)")
+    consent = action("training-consent", "keep a unit's reviewer-labelled photos for the data team (on), or not (off, "
+                                         "the default); see FLEXGUARD_TRAINING_RETENTION_DAYS", _cmd_training_consent)
+    consent.add_argument("unit", help="the unit, e.g. dinkes")
+    consent.add_argument("consent", choices=("on", "off"))
+    export = action("export-training", "write the reviewer-labelled photos of consenting units as a training batch "
+                                       "(photos and manifest.csv), then delete them here; rerun an interrupted "
+                                       "export with the same --out", _cmd_export_training)
+    export.add_argument("--out", type=Path, required=True, help="folder of the batch (made if missing)")
+    export.add_argument("--since", type=_since, metavar="TIME", help="only posts decided at or after this ISO 8601 time")
+    export.add_argument("--unit", help="only this unit's photos")
     keys = action("key-list", "list keys by prefix (the keys themselves are not stored)", _cmd_key_list)
     keys.add_argument("--unit", help="only this unit's keys")
     revoke = action("key-revoke", "revoke a key: it stops working at once", _cmd_key_revoke)

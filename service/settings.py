@@ -110,6 +110,10 @@ class Settings(BaseSettings):
         description="in a unit with training consent, days the photos its reviewers labelled are kept for the data "
                     "team after the decision, unless exported sooner",
     )
+    training_export_dir: Path = Field(
+        Path("training-exports"),
+        description="where POST /v1/admin/training-export writes its batches (one folder each, by name)",
+    )
     pending_expiry_days: float = Field(
         DEFAULT_PENDING_EXPIRY_DAYS, gt=0,
         description="days a submission may stay pending; then it expires and its stored photos are deleted",

@@ -172,6 +172,21 @@ class ConsentIn(BaseModel):
                                                "or purge them as any other photo (false, the default).")
 
 
+class TrainingExportIn(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+                      description="The batch's folder under FLEXGUARD_TRAINING_EXPORT_DIR, e.g. `2026-q4`. Send the same "
+                                  "name again to finish an interrupted export: each photo is listed exactly once.")
+    since: datetime | None = Field(None, description="Only posts decided at or after this time (ISO 8601).")
+    unit: str | None = Field(None, description="Only this unit's photos.")
+
+
+class TrainingExportOut(BaseModel):
+    photos: int = Field(description="Photos exported by this request (now deleted from the review database).")
+    by_unit: dict[str, int] = Field(description="Of those, how many per unit.")
+    folder: str = Field(description="The batch's folder on the server: `manifest.csv` and `images/`.")
+    listed: int = Field(description="Rows in the batch's manifest now, earlier requests with this name included.")
+
+
 class KeyIn(BaseModel):
     role: Role = Field(description="`submit` (upload tools), `review` (unit heads), `admin`.")
     unit: str | None = Field(None, description="The unit, for submit and review keys.")

@@ -163,6 +163,28 @@ class PurgeReport:
 
 
 @dataclass(frozen=True)
+class TrainingPhoto:
+    """A reviewer-labelled photo of a consenting unit, with what the data team's manifest records of it."""
+
+    photo_id: int
+    unit: str
+    submission_id: str
+    position: int
+    verdict: str
+    categories: tuple[str, ...]
+    decided_at: datetime
+    reviewer: str  # the deciding key's prefix and label
+    model_name: str
+    model_version: str
+    model_weights_sha256: str | None
+    risk: float
+    scores: dict[str, float]  # the model's, per category, at the time
+    sha256: str  # of the photo as sent
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class PhotoLabel:
     """A reviewer's word on one flagged photo of the post being decided."""
 
@@ -534,6 +556,64 @@ class ReviewStore:
                        details={"photos": len(rows), "training_retention_days": training_retention / timedelta(days=1),
                                 "consent": session.get_one(Unit, submission.unit_id).training_consent})
             return PurgeReport(submissions=len(due), photos=deleted, kept_for_training=kept, training_photos=len(stale))
+
+    def _training_query(self, since: datetime | None, unit: str | None) -> Any:
+        query = (select(Photo, Submission, PhotoBlob).join(Submission).join(PhotoBlob, PhotoBlob.photo_id == Photo.id)
+                 .join(Unit, Unit.id == Submission.unit_id)
+                 .where(Photo.review_verdict.is_not(None), Photo.exported_at.is_(None), Unit.training_consent.is_(True)))
+        if since is not None:
+            query = query.where(Submission.decided_at >= since)
+        if unit is not None:
+            query = query.where(Submission.unit_id == unit)
+        return query
+
+    def count_training_photos(self, actor: Principal, since: datetime | None = None, unit: str | None = None) -> int:
+        require_role(actor, Role.ADMIN)
+        with self._read() as session:
+            return session.scalar(select(func.count()).select_from(self._training_query(since, unit).subquery()))
+
+    def training_photos(self, actor: Principal, limit: int, since: datetime | None = None,
+                        unit: str | None = None) -> list[TrainingPhoto]:
+        """Up to ``limit`` labelled photos of consenting units not exported yet, oldest first, with their bytes."""
+        require_role(actor, Role.ADMIN)
+        with self._read() as session:
+            rows = session.execute(self._training_query(since, unit).order_by(Photo.id).limit(limit)).all()
+            photos = []
+            for photo, submission, blob in rows:
+                decider = session.get(ApiKey, submission.decided_by) if submission.decided_by else None
+                photos.append(TrainingPhoto(
+                    photo_id=photo.id, unit=submission.unit_id, submission_id=submission.id, position=photo.position,
+                    verdict=photo.review_verdict, categories=tuple(photo.review_categories or ()),
+                    decided_at=submission.decided_at, reviewer=key_name(decider) if decider else "",
+                    model_name=submission.model_name, model_version=submission.model_version,
+                    model_weights_sha256=submission.model_weights_sha256, risk=photo.risk,
+                    scores={c["id"]: c["score"] for c in photo.result["categories"]}, sha256=photo.sha256,
+                    media_type=blob.media_type, data=blob.data,
+                ))
+            return photos
+
+    def mark_exported(self, actor: Principal, photos: Sequence[TrainingPhoto], destination: str) -> int:
+        """Record that ``photos`` are safely in the data team's batch: exported, their bytes deleted here, audited.
+
+        One transaction: after a crash either all of it happened or none did (then the export runs again).
+        """
+        require_role(actor, Role.ADMIN)
+        now = utcnow()
+        ids = [photo.photo_id for photo in photos]
+        with self._session.begin() as session:
+            marked = session.execute(
+                update(Photo).where(Photo.id.in_(ids), Photo.exported_at.is_(None)).values(exported_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            session.execute(delete(PhotoBlob).where(PhotoBlob.photo_id.in_(ids)))
+            by_submission: dict[str, list[TrainingPhoto]] = {}
+            for photo in photos:
+                by_submission.setdefault(photo.submission_id, []).append(photo)
+            for submission_id, exported in by_submission.items():
+                _audit(session, actor, "training_exported", unit=exported[0].unit,
+                       submission=session.get_one(Submission, submission_id),
+                       details={"positions": [photo.position for photo in exported], "destination": destination})
+            return marked
 
     def set_training_consent(self, actor: Principal, unit_id: str, consent: bool) -> UnitRecord:
         """Let a unit's reviewer-labelled photos be kept for the data team, or stop it (admins only)."""

@@ -16,10 +16,20 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from flexguard.models.vocabulary import ErrorCode
 
-from ..deps import AdminKey, Review
+from ..deps import AdminKey, Review, State
 from ..openapi import error_responses
 from ..review.audit_export import audit_lines
-from ..review.schemas import ConsentIn, KeyIn, KeyOut, NewKey, UnitIn, UnitOut
+from ..review.schemas import (
+    ConsentIn,
+    KeyIn,
+    KeyOut,
+    NewKey,
+    TrainingExportIn,
+    TrainingExportOut,
+    UnitIn,
+    UnitOut,
+)
+from ..review.training_export import export_training
 from ..review.tables import Role
 from .submissions import KEY_ERRORS
 
@@ -46,6 +56,18 @@ async def list_units(store: Review, principal: AdminKey) -> list[UnitOut]:
             responses=CHANGE_ERRORS)
 async def set_training_consent(store: Review, unit: str, body: ConsentIn, principal: AdminKey) -> UnitOut:
     return UnitOut.of(await run_in_threadpool(store.set_training_consent, principal, unit, body.training_consent))
+
+
+@router.post("/training-export", response_model=TrainingExportOut,
+             summary="Write consenting units' reviewer-labelled photos as a training batch on the server (admin key)",
+             description="Photos and `manifest.csv` (the format `flexguard train` reads) go to "
+                         "FLEXGUARD_TRAINING_EXPORT_DIR/NAME; the exported photos are then deleted from the review "
+                         "database, and the export is audited. The same as `flexguard admin export-training`.",
+             responses=error_responses(*KEY_ERRORS))
+async def training_export(store: Review, state: State, body: TrainingExportIn, principal: AdminKey) -> TrainingExportOut:
+    folder = state.settings.training_export_dir / body.name
+    report = await run_in_threadpool(export_training, store, principal, folder, body.since, body.unit)
+    return TrainingExportOut(photos=report.photos, by_unit=report.by_unit, folder=str(folder), listed=report.listed)
 
 
 @router.post("/keys", response_model=NewKey, status_code=HTTPStatus.CREATED,
