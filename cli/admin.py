@@ -95,7 +95,7 @@ def _cmd_export_training(args: argparse.Namespace) -> None:
     with tqdm(total=total, desc="exporting labelled photos", unit="photo", file=sys.stderr) as progress:
         report = export_training(store, operator, args.out, args.since, args.unit, advance=progress.update)
     units = ", ".join(f"{unit} {count}" for unit, count in sorted(report.by_unit.items())) or "none new"
-    print(f"exported {report.photos} photos ({units}) to {args.out}; {report.manifest} lists {report.listed}; "
+    print(f"exported {report.photos} photo{'' if report.photos == 1 else 's'} ({units}) to {args.out}; {report.manifest} lists {report.listed}; "
           f"train with: make model DATA=\"... {report.manifest}\"")
 
 

@@ -1,6 +1,7 @@
 """The README's supervisor-review walkthrough runs as written, so it cannot drift from the code.
 
-The shell blocks of README.md's "Walkthrough with curl" section are run by bash (``set -euo pipefail``)
+The shell blocks of README.md's supervisor-review sections, from "Walkthrough with curl" on (reviewer
+labels and the training export included), are run by bash (``set -euo pipefail``)
 in a fresh folder against a live service, exactly as a reader in a second terminal would type them,
 with only the port changed. The folder has the two photos the README asks for and a ``.venv`` that is
 this test's own environment, so ``. .venv/bin/activate`` puts the same ``flexguard`` on PATH. The
@@ -21,6 +22,7 @@ import pytest
 
 from live_server import serving
 from review_world import grey_photo
+from flexguard.datasets import load_manifest
 from flexguard.service.review.database import migrate, open_database
 from flexguard.service.review.store import Principal, ReviewStore
 from flexguard.service.settings import Settings
@@ -74,11 +76,14 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path, tiny_model_path):
                              timeout=TIMEOUT_S)
     assert run.returncode == 0, f"the walkthrough failed:\n{run.stdout}\n{run.stderr}"
 
-    # It did what the README says: one post cleared, one rejected by the unit head, the photo fetched.
+    # It did what the README says: one post cleared, two rejected by the unit head, the photo fetched, and
+    # the reviewer's label of the second one's car exported as a one-photo training batch.
     store = ReviewStore(open_database(url))
     records, total = store.list_submissions(Principal.command_line("test"), None, 10, 0)
-    assert total == 2
-    assert sorted(record.status for record in records) == ["cleared", "rejected"]
+    assert total == 3
+    assert sorted(record.status for record in records) == ["cleared", "rejected", "rejected"]
+    exported = load_manifest(work / "review-export" / "manifest.csv")
+    assert len(exported) == 1 and exported.records[0].categories == ("luxury_car",)
     assert (work / "foto.jpg").read_bytes() == (work / "mobil.jpg").read_bytes()
     assert '"code":"conflict"' in run.stdout  # the second decision was refused
     with open(work / "audit.csv", newline="") as handle:
