@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(per key; 0, the default: off; more get 429), FLEXGUARD_RATE_LIMIT_BURST (10); supervisor review: "
                                             "FLEXGUARD_DATABASE_URL (default sqlite:///flexguard.db), FLEXGUARD_DATABASE_TIMEOUT_S (10; then 503), "
                                             "FLEXGUARD_PHOTO_RETENTION_DAYS (7), FLEXGUARD_PURGE_INTERVAL_S, FLEXGUARD_PENDING_EXPIRY_DAYS (30), "
+                                            "FLEXGUARD_TRAINING_RETENTION_DAYS (90, units with training consent), "
+                                            "FLEXGUARD_TRAINING_EXPORT_DIR, "
                                             "FLEXGUARD_WEBHOOK_RETRY_BASE_S, FLEXGUARD_WEBHOOK_RETRY_MAX_S, "
                                             "FLEXGUARD_WEBHOOK_MAX_ATTEMPTS, FLEXGUARD_WEBHOOK_TIMEOUT_S, FLEXGUARD_WEBHOOK_POLL_S.")
     serve.add_argument("--model", type=Path, help="ONNX model (default: FLEXGUARD_MODEL_PATH, or the shipped model of FLEXGUARD_MODEL_VARIANT)")
