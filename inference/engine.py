@@ -30,10 +30,10 @@ from flexguard.models.metadata import (
     SCORES_OUTPUT,
     ModelInfo,
     ModelMetadataError,
-    Thresholds,
     compute_weights_sha256,
     overall_risk,
 )
+from flexguard.models.policy import Policy
 from flexguard.models.preprocessing import Placement, load_image, open_image, preprocess
 
 from flexguard.models.vocabulary import ErrorCode
@@ -246,19 +246,20 @@ class Engine:
         size = self.info.preprocess.size
         self.run(np.zeros((1, 3, size, size), dtype=np.float32))
 
-    def score_prepared(self, prepared: Sequence[Prepared], thresholds: Thresholds | None = None) -> list[ImageScore]:
+    def score_prepared(self, prepared: Sequence[Prepared], policy: Policy | None = None) -> list[ImageScore]:
+        """Scores of decoded photos in one model call, decided under ``policy`` (default: the model's thresholds)."""
         if not prepared:
             return []
-        thresholds = thresholds or self.info.thresholds
+        policy = policy or Policy(self.info.thresholds)
         start = time.perf_counter()
         scores, cams = self.run(np.stack([p.tensor for p in prepared]))
         model_ms = (time.perf_counter() - start) * _MS_PER_S
         return [
-            self.result(p, s, c, thresholds, Timing(p.decode_ms, 0.0, model_ms, len(prepared)))
+            self.result(p, s, c, policy, Timing(p.decode_ms, 0.0, model_ms, len(prepared)))
             for p, s, c in zip(prepared, scores, cams)
         ]
 
-    def score(self, sources: Iterable[str | os.PathLike | bytes | BinaryIO], thresholds: Thresholds | None = None) -> list[ImageScore | ImageError]:
+    def score(self, sources: Iterable[str | os.PathLike | bytes | BinaryIO], policy: Policy | None = None) -> list[ImageScore | ImageError]:
         """Score several photos in one model call; a photo that fails gets its ImageError in its place."""
         prepared: list[Prepared | ImageError] = []
         for source in sources:
@@ -267,21 +268,21 @@ class Engine:
             except ImageError as error:
                 prepared.append(error)
         good = [p for p in prepared if isinstance(p, Prepared)]
-        scored = iter(self.score_prepared(good, thresholds))
+        scored = iter(self.score_prepared(good, policy))
         return [next(scored) if isinstance(p, Prepared) else p for p in prepared]
 
-    def result(self, prepared: Prepared, scores: np.ndarray, cams: np.ndarray, thresholds: Thresholds, timing: Timing) -> ImageScore:
-        """One photo's row of the model outputs as risk, decision and evidence under ``thresholds``."""
+    def result(self, prepared: Prepared, scores: np.ndarray, cams: np.ndarray, policy: Policy, timing: Timing) -> ImageScore:
+        """One photo's row of the model outputs as risk, decision and evidence under ``policy``."""
         ids = self.info.category_ids
         risk = float(overall_risk(scores))
         evidence = [
             Evidence(ids[i], round(float(scores[i]), 4), evidence_box(cams[i], prepared.placement))
             for i in np.argsort(-scores)
-            if scores[i] >= thresholds.review
+            if policy.flags(ids[i], float(scores[i]))
         ]
         return ImageScore(
             risk=round(risk, 4),
-            decision=thresholds.decide(risk),
+            decision=policy.decide({cid: float(s) for cid, s in zip(ids, scores)}),
             scores={cid: round(float(s), 4) for cid, s in zip(ids, scores)},
             evidence=evidence,
             width=prepared.width,

@@ -12,7 +12,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from flexguard.models.metadata import Thresholds
+from flexguard.models.policy import Policy
 
 from .batching import BatchObserver, Batcher
 from .engine import Engine, ImageError, ImageScore, Timing, available_cores
@@ -37,12 +37,15 @@ class Scorer:
         self._pool = ThreadPoolExecutor(decode_threads or available_cores(), thread_name_prefix="flexguard-decode")
         self._batcher = Batcher(engine.run, max_batch, max_wait_s, on_batch)
 
-    async def score(self, photos: Sequence[bytes | bytearray], thresholds: Thresholds | None = None) -> list[ImageScore | ImageError]:
-        """Score photos in input order; a photo that cannot be read gets its ``ImageError`` in its place."""
-        thresholds = thresholds or self.engine.info.thresholds
-        return list(await asyncio.gather(*(self._score_one(photo, thresholds) for photo in photos)))
+    async def score(self, photos: Sequence[bytes | bytearray], policy: Policy | None = None) -> list[ImageScore | ImageError]:
+        """Score photos in input order; a photo that cannot be read gets its ``ImageError`` in its place.
 
-    async def _score_one(self, photo: bytes | bytearray, thresholds: Thresholds) -> ImageScore | ImageError:
+        ``policy`` decides (default: the model's own thresholds for every category).
+        """
+        policy = policy or Policy(self.engine.info.thresholds)
+        return list(await asyncio.gather(*(self._score_one(photo, policy) for photo in photos)))
+
+    async def _score_one(self, photo: bytes | bytearray, policy: Policy) -> ImageScore | ImageError:
         loop = asyncio.get_running_loop()
         try:
             prepared = await loop.run_in_executor(self._pool, self.engine.prepare, photo)
@@ -52,7 +55,7 @@ class Scorer:
         out = await self._batcher.submit(prepared.tensor)
         scores, cams = out.rows
         timing = Timing(prepared.decode_ms, out.queue_s * _MS_PER_S, out.run_s * _MS_PER_S, out.batch_size)
-        return await loop.run_in_executor(self._pool, self.engine.result, prepared, scores, cams, thresholds, timing)
+        return await loop.run_in_executor(self._pool, self.engine.result, prepared, scores, cams, policy, timing)
 
     async def warm_up(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self.engine.warm_up)

@@ -12,5 +12,10 @@ PHOTO_FIELD = "files"
 REVIEW_THRESHOLD_FIELD = "review_threshold"
 BLOCK_THRESHOLD_FIELD = "block_threshold"
 THRESHOLD_FIELDS = (REVIEW_THRESHOLD_FIELD, BLOCK_THRESHOLD_FIELD)
+
+
+def category_field(threshold_field: str, category: str) -> str:
+    """One category's own threshold, e.g. ``review_threshold[luxury_travel]`` (query parameter or form field)."""
+    return f"{threshold_field}[{category}]"
 # Where a key goes; ``Authorization: Bearer <key>`` works too.
 API_KEY_HEADER = "X-API-Key"

@@ -117,6 +117,8 @@ class FailedImage(BaseModel):
 
 class ScoreResponse(BaseModel):
     model: ModelRef = Field(description="The model that scored the photos.")
+    category_thresholds: dict[str, ThresholdsOut] = Field(
+        default_factory=dict, description="The categories that had thresholds of their own in this request.")
     thresholds: ThresholdsOut = Field(description="The thresholds the decisions used: the model's, or the request's.")
     results: list[Annotated[ScoredImage | FailedImage, Field(discriminator="ok")]] = Field(
         description="One entry per photo, in the order they were sent."

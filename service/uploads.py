@@ -23,7 +23,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from flexguard.models.wire import PHOTO_FIELD, THRESHOLD_FIELDS
+from flexguard.models.taxonomy import CATEGORY_IDS
+from flexguard.models.wire import PHOTO_FIELD, THRESHOLD_FIELDS, category_field
 
 from .errors import ApiError, ErrorCode
 
@@ -35,7 +36,10 @@ PART_FRAMING_BYTES = 64 * 1024
 FORM_EXTRA_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 64
 # The text fields a scoring request may carry, and the most bytes of each (a threshold is one number).
-SCORE_FIELDS: Mapping[str, int] = MappingProxyType({name: MAX_FIELD_BYTES for name in THRESHOLD_FIELDS})
+SCORE_FIELDS: Mapping[str, int] = MappingProxyType(
+    {name: MAX_FIELD_BYTES for name in (*THRESHOLD_FIELDS, *(category_field(field, category)
+                                                              for field in THRESHOLD_FIELDS for category in CATEGORY_IDS))}
+)
 # After a multipart body is refused, read and drop at most this much more of it before answering.
 DRAIN_BYTES = 4 * 1024 * 1024
 _HEADER_ENCODING = "latin-1"  # HTTP and multipart headers are bytes; latin-1 maps each byte to a character

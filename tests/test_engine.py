@@ -15,6 +15,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from flexguard.models.metadata import KEY_PREFIX, REQUIRED_KEYS, Thresholds, compute_weights_sha256
+from flexguard.models.policy import Policy
 from flexguard.models.preprocessing import Placement, preprocess
 from flexguard.models.taxonomy import CATEGORY_IDS
 from flexguard.inference.engine import (
@@ -150,10 +151,10 @@ def test_scores_follow_the_photo(engine, red_jpeg, grey_png, tiny_model_info):
 
 
 def test_custom_thresholds(engine, red_jpeg):
-    (result,) = engine.score([red_jpeg], thresholds=Thresholds(review=0.99, block=1.0))
+    (result,) = engine.score([red_jpeg], Policy(Thresholds(review=0.99, block=1.0)))
     assert result.decision == "allow"
     assert result.evidence == []
-    (result,) = engine.score([red_jpeg], thresholds=Thresholds(review=0.0, block=1.0))
+    (result,) = engine.score([red_jpeg], Policy(Thresholds(review=0.0, block=1.0)))
     assert result.decision == "review"
     assert {e.category for e in result.evidence} == set(CATEGORY_IDS)
     evidence_scores = [e.score for e in result.evidence]
@@ -304,7 +305,7 @@ def test_evidence_for_categories_over_review(engine, encoder, tiny_model_info):
     ],
 )
 def test_evidence_box_lands_on_the_red_part(engine, encoder, size, red_box, expected):
-    (result,) = engine.score([encoder(photo(size, red_box=red_box), "PNG")], thresholds=Thresholds(0.0, 1.0))
+    (result,) = engine.score([encoder(photo(size, red_box=red_box), "PNG")], Policy(Thresholds(0.0, 1.0)))
     by_category = {e.category: e for e in result.evidence}
     assert set(by_category) == set(CATEGORY_IDS)  # review 0: every category gets a box
     for evidence in result.evidence:
@@ -406,7 +407,7 @@ def test_result_from_raw_outputs_is_what_score_gives(engine, red_jpeg):
     prepared = engine.prepare(red_jpeg)
     scores, cams = engine.run(prepared.tensor[None])
     timing = Timing(1.0, 2.0, 3.0, 4)
-    built = engine.result(prepared, scores[0], cams[0], engine.info.thresholds, timing)
+    built = engine.result(prepared, scores[0], cams[0], Policy(engine.info.thresholds), timing)
     (scored,) = engine.score([red_jpeg])
     assert built.timing == timing
     assert (built.risk, built.decision, built.scores, built.evidence) == (scored.risk, scored.decision, scored.scores, scored.evidence)

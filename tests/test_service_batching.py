@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from flexguard.models.metadata import Thresholds
+from flexguard.models.policy import Policy
 from flexguard.inference.batching import Batcher, BatcherClosed, BatchOutput
 from flexguard.inference.engine import Engine, ImageError, ImageScore
 from flexguard.inference.pipeline import Scorer
@@ -197,7 +198,7 @@ def test_scorer_matches_the_engine(scorer, engine, encoder, red_jpeg_bytes):
 
 
 def test_scorer_applies_thresholds(scorer, red_jpeg_bytes):
-    (result,) = asyncio.run(scorer.score([red_jpeg_bytes], Thresholds(0.99, 1.0)))
+    (result,) = asyncio.run(scorer.score([red_jpeg_bytes], Policy(Thresholds(0.99, 1.0))))
     assert result.decision == "allow" and result.evidence == []
 
 
