@@ -77,6 +77,29 @@ def _cmd_unit_list(args: argparse.Namespace) -> None:
         print(f"{unit.id}\t{unit.name}\ttraining consent: {'on' if unit.training_consent else 'off'}")
 
 
+def _cmd_unit_policy(args: argparse.Namespace) -> None:
+    import json
+
+    store = _store(args)
+    if args.clear:
+        overrides = None
+    else:
+        overrides = dict(store.unit_policy(args.unit) or {})
+        overrides.update({category: "off" for category in args.off})
+        overrides.update(args.thresholds)
+    unit = store.set_unit_policy(_operator(), args.unit, overrides)
+    print(f"policy for {unit.id}: " + (json.dumps(unit.policy) if unit.policy else "the model's thresholds for every category"))
+
+
+def _category_thresholds(text: str) -> tuple[str, dict[str, float]]:
+    category, _, pair = text.partition("=")
+    try:
+        review, block = (float(value) for value in pair.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give CATEGORY=REVIEW,BLOCK, e.g. designer_bag=0.7,0.95, not {text!r}") from None
+    return category, {"review": review, "block": block}
+
+
 def _cmd_training_consent(args: argparse.Namespace) -> None:
     unit = _store(args).set_training_consent(_operator(), args.unit, args.consent == "on")
     kept = ("its reviewer-labelled photos are kept for the data team" if unit.training_consent
@@ -195,6 +218,14 @@ def add_parser(commands: argparse._SubParsersAction, handle: Callable[[argparse.
                      help="submit: an upload tool of the unit; review: the unit's head; admin: manages units and keys")
     key.add_argument("--unit", help="the unit (submit and review keys)")
     key.add_argument("--label", default="", help="whose key, e.g. 'Kepala Dinas' (shown in lists and the audit trail)")
+    policy = action("unit-policy", "give a unit its own thresholds per category, or turn categories off (e.g. "
+                                   "luxury_travel for a tourism office); the rest keep the model's", _cmd_unit_policy)
+    policy.add_argument("unit", help="the unit, e.g. dispar")
+    policy.add_argument("--off", action="append", default=[], metavar="CATEGORY",
+                        help="a category that never leads to review for this unit (repeatable)")
+    policy.add_argument("--thresholds", action="append", default=[], type=_category_thresholds,
+                        metavar="CATEGORY=REVIEW,BLOCK", help="a category's own thresholds, e.g. designer_bag=0.7,0.95 (repeatable)")
+    policy.add_argument("--clear", action="store_true", help="back to the model's thresholds for every category")
     consent = action("training-consent", "keep a unit's reviewer-labelled photos for the data team (on), or not (off, "
                                          "the default); see FLEXGUARD_TRAINING_RETENTION_DAYS", _cmd_training_consent)
     consent.add_argument("unit", help="the unit, e.g. dinkes")

@@ -78,3 +78,70 @@ def test_bad_category_thresholds_are_refused(client, params, message):
     answer = score(client, params=params)
     assert answer.status_code == HTTP_UNPROCESSABLE and answer.json()["error"]["code"] == "invalid_parameters"
     assert message in answer.json()["error"]["message"]
+
+
+# --- a unit's own policy, applied to its submissions and recorded with each (SQLite and PostgreSQL) ---
+
+@pytest.fixture
+def world(database_url):
+    from review_world import make_world
+
+    return make_world(database_url)
+
+
+@pytest.fixture
+def review_client(world, tiny_model_path):
+    with TestClient(create_app(world.settings(tiny_model_path))) as test_client:
+        yield test_client
+
+
+def submit(review_client, world, unit="dinkes"):
+    from review_world import headers
+
+    return review_client.post("/v1/submissions", headers=headers(world.submit[unit]), files=photo_files(red_photo()),
+                              data={"account": "@asn", "caption": "Jalan-jalan"}).json()
+
+
+def test_a_unit_policy_changes_the_decision_and_is_recorded(world, review_client):
+    from review_world import headers
+
+    assert submit(review_client, world)["status"] == "pending"  # the red "car" is flagged under the model's thresholds
+    changed = review_client.put("/v1/admin/units/dinkes/policy", headers=headers(world.admin),
+                                json={"categories": {"luxury_car": "off", "designer_bag": {"review": 0.7, "block": 0.95}}})
+    assert changed.status_code == HTTP_OK, changed.text
+    assert changed.json()["policy"] == {"designer_bag": {"review": 0.7, "block": 0.95}, "luxury_car": "off"}
+    cleared = submit(review_client, world)
+    assert cleared["status"] == "cleared" and cleared["photos"][0]["evidence"] == []
+    assert cleared["policy"]["categories"]["luxury_car"] == "off"
+    assert cleared["policy"]["review"] == cleared["thresholds"]["review"]
+    assert submit(review_client, world, unit="bappeda")["status"] == "pending"  # other units keep the model's
+    events = list(world.store.audit_events())
+    [policy_event] = [e for e in events if e.action == "policy_changed"]
+    assert policy_event.unit == "dinkes" and policy_event.details["was"] is None
+    submitted = [e for e in events if e.action == "submitted" and e.submission_id == cleared["id"]]
+    assert submitted[0].details["policy"] == cleared["policy"]
+
+
+def test_a_bad_unit_policy_is_refused_and_only_admins_set_one(world, review_client):
+    from review_world import headers
+
+    route = "/v1/admin/units/dinkes/policy"
+    bad = review_client.put(route, headers=headers(world.admin), json={"categories": {"yacht": "off"}})
+    assert bad.status_code == HTTP_UNPROCESSABLE and "unknown category" in bad.json()["error"]["message"]
+    assert review_client.put(route, headers=headers(world.review["dinkes"]), json={"categories": {}}).status_code == 403
+    assert review_client.put("/v1/admin/units/nowhere/policy", headers=headers(world.admin),
+                             json={"categories": {}}).status_code == 404
+
+
+def test_the_operator_sets_a_policy_from_the_command_line(database_url, capsys):
+    from flexguard.cli import main
+    from review_world import make_world
+
+    make_world(database_url)
+    base = ["admin", "--database", database_url, "unit-policy", "dinkes"]
+    assert main([*base, "--off", "luxury_travel", "--thresholds", "designer_bag=0.7,0.95"]) == 0
+    assert '"luxury_travel": "off"' in capsys.readouterr().out
+    assert main([*base, "--thresholds", "designer_bag=0.9,0.5"]) == 2  # review above block: one line, refused
+    assert "designer_bag" in capsys.readouterr().err
+    assert main([*base, "--clear"]) == 0
+    assert "the model's thresholds for every category" in capsys.readouterr().out

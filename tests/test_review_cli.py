@@ -22,7 +22,7 @@ def admin(database_url: str, *arguments: str) -> int:
 
 def test_an_operator_sets_up_a_unit_and_its_keys_then_they_work(database_url, tiny_model_path, capsys, tmp_path):
     assert admin(database_url, "migrate") == 0
-    assert "revision 0004" in capsys.readouterr().out
+    assert "revision 0005" in capsys.readouterr().out
     assert admin(database_url, "unit-add", "dinkes", "Dinas Kesehatan") == 0
     assert capsys.readouterr().out == "unit dinkes: Dinas Kesehatan\n"
     keys = {}

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from flexguard.service.review.database import alembic_config, current_revision, migrate, open_database, table_names
 from flexguard.service.review.tables import Base
 
-REVISIONS = ["0001", "0002", "0003", "0004"]
+REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
 FIRST, NEWEST = REVISIONS[0], REVISIONS[-1]
 
 

@@ -26,6 +26,7 @@ class UnitRecord:
     name: str
     created_at: datetime
     training_consent: bool = False
+    policy: dict[str, Any] | None = None  # the unit's own thresholds per category (models.policy, stored form)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class SubmissionRecord:
     model_name: str
     model_version: str
     model_weights_sha256: str | None
+    policy: dict[str, Any] | None  # the whole policy its decisions used; None before migration 0005
     review_threshold: float
     block_threshold: float
     created_at: datetime
@@ -114,7 +116,8 @@ def stored_result(score: ImageScore, categories: Sequence[Category]) -> dict[str
 
 
 def unit_record(row: Unit) -> UnitRecord:
-    return UnitRecord(id=row.id, name=row.name, created_at=row.created_at, training_consent=row.training_consent)
+    return UnitRecord(id=row.id, name=row.name, created_at=row.created_at, training_consent=row.training_consent,
+                      policy=row.policy)
 
 
 def key_record(row: ApiKey) -> KeyRecord:
@@ -143,7 +146,7 @@ def submission_record(session: Session, submission: Submission, replayed: bool =
         id=submission.id, unit=submission.unit_id, account=submission.account, caption=submission.caption,
         status=submission.status, risk=submission.risk, model_name=submission.model_name,
         model_version=submission.model_version, model_weights_sha256=submission.model_weights_sha256,
-        review_threshold=submission.review_threshold,
+        policy=submission.policy, review_threshold=submission.review_threshold,
         block_threshold=submission.block_threshold, created_at=submission.created_at,
         decided_at=submission.decided_at, decided_by=key_name(decider) if decider else None,
         comment=submission.comment, photos_purged_at=submission.photos_purged_at,

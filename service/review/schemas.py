@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -85,7 +86,11 @@ class SubmissionOut(BaseModel):
     )
     risk: Fraction = Field(description="The highest risk of its photos.")
     model: ModelRef = Field(description="The model that scored it.")
-    thresholds: ThresholdsOut = Field(description="The thresholds its decisions used.")
+    thresholds: ThresholdsOut = Field(description="The thresholds its decisions used (the unit's policy may hold "
+                                                  "categories to their own: see `policy`).")
+    policy: dict[str, Any] | None = Field(
+        description="The whole policy its decisions used: `review`, `block` and the unit's own `categories` "
+                    "(thresholds, or `off`). Null for submissions stored before policies were recorded.")
     created_at: datetime = Field(description="When it was submitted (UTC).")
     decided_at: datetime | None = Field(description="When a reviewer decided it (UTC).")
     decided_by: str | None = Field(description="The deciding reviewer's key: its prefix and label.")
@@ -100,7 +105,7 @@ class SubmissionOut(BaseModel):
             id=record.id, unit=record.unit, account=record.account, caption=record.caption, status=record.status,
             risk=record.risk, model=ModelRef(name=record.model_name, version=record.model_version,
                                                 weights_sha256=record.model_weights_sha256),
-            thresholds=ThresholdsOut(review=record.review_threshold, block=record.block_threshold),
+            thresholds=ThresholdsOut(review=record.review_threshold, block=record.block_threshold), policy=record.policy,
             created_at=record.created_at, decided_at=record.decided_at, decided_by=record.decided_by,
             comment=record.comment, photos_purged_at=record.photos_purged_at,
             photos=[ReviewPhoto.of(photo, record.id) for photo in record.photos],
@@ -159,12 +164,21 @@ class UnitIn(BaseModel):
 
 class UnitOut(UnitIn):
     created_at: datetime = Field(description="When the unit was added (UTC).")
+    policy: dict[str, Any] | None = Field(
+        description="The unit's own thresholds per category (`{\"luxury_travel\": \"off\", \"designer_bag\": "
+                    "{\"review\": 0.7, \"block\": 0.95}}`); null: the model's for every category.")
     training_consent: bool = Field(description="Whether photos its reviewers label are kept for the data team "
                                                "(FLEXGUARD_TRAINING_RETENTION_DAYS at most, until exported).")
 
     @classmethod
     def of(cls, record: UnitRecord) -> "UnitOut":
         return cls(**asdict(record))
+
+
+class PolicyIn(BaseModel):
+    categories: dict[str, Any] | None = Field(
+        description="Per category: `\"off\"` (never leads to review: e.g. luxury_travel for a tourism office) or "
+                    "`{\"review\": .., \"block\": ..}`. Null or `{}`: the model's thresholds for every category.")
 
 
 class ConsentIn(BaseModel):

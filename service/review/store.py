@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from flexguard.inference.engine import ImageScore
 from flexguard.models.metadata import ModelInfo, Thresholds
+from flexguard.models.policy import Policy, PolicyError
 from flexguard.models.taxonomy import CATEGORY_IDS
 from flexguard.models.vocabulary import Decision
 
@@ -135,7 +136,7 @@ class Draft:
     caption: str
     photos: Sequence[ScoredPhoto]
     model: ModelInfo  # that scored the photos
-    thresholds: Thresholds
+    policy: Policy  # that decided them: the model's thresholds, adjusted by the unit's own
     idempotency_key: str | None = None
 
     def digest(self) -> str:
@@ -384,8 +385,8 @@ class ReviewStore:
             account=draft.account, caption=draft.caption, status=status.value,
             risk=max(photo.score.risk for photo in draft.photos), model_name=draft.model.name,
             model_version=draft.model.version, model_weights_sha256=draft.model.weights_sha256,
-            review_threshold=draft.thresholds.review,
-            block_threshold=draft.thresholds.block, idempotency_key=draft.idempotency_key, request_digest=digest,
+            policy=draft.policy.to_dict(), review_threshold=draft.policy.default.review,
+            block_threshold=draft.policy.default.block, idempotency_key=draft.idempotency_key, request_digest=digest,
             created_at=utcnow(),
         )
         session.add(submission)
@@ -407,7 +408,7 @@ class ReviewStore:
                 session.add(PhotoBlob(photo_id=row.id, media_type=photo.media_type, data=photo.kept))
         _audit(session, actor, "submitted", unit=actor.unit, submission=submission, details={
             "status": status.value, "account": draft.account, "risk": submission.risk,
-            "thresholds": {"review": draft.thresholds.review, "block": draft.thresholds.block},
+            "policy": draft.policy.to_dict(),
             "photos": [{"position": r.position, "sha256": r.sha256, "risk": r.risk, "decision": r.decision,
                         "categories": {c["id"]: c["score"] for c in r.result["categories"]}} for r in rows],
         })
@@ -614,6 +615,29 @@ class ReviewStore:
                        submission=session.get_one(Submission, submission_id),
                        details={"positions": [photo.position for photo in exported], "destination": destination})
             return marked
+
+    def unit_policy(self, unit_id: str) -> dict[str, Any] | None:
+        """The unit's own thresholds per category (the stored form of models.policy), or None for the model's."""
+        with self._read() as session:
+            unit = session.get(Unit, unit_id)
+            return unit.policy if unit is not None else None
+
+    def set_unit_policy(self, actor: Principal, unit_id: str, overrides: dict[str, Any] | None) -> UnitRecord:
+        """Give a unit thresholds of its own per category, or turn categories off; None goes back to the
+        model's (admins only, audited)."""
+        require_role(actor, Role.ADMIN)
+        try:
+            # Checked against any default: what is checked is the categories and each one's own pair.
+            checked = Policy.with_overrides(Thresholds(0.0, 1.0), overrides).overrides_dict() or None
+        except PolicyError as error:
+            raise Invalid(str(error)) from None
+        with self._session.begin() as session:
+            unit = session.get(Unit, unit_id)
+            if unit is None:
+                raise NotFound(f"no unit {unit_id!r}")
+            was, unit.policy = unit.policy, checked
+            _audit(session, actor, "policy_changed", unit=unit_id, details={"categories": checked, "was": was})
+            return unit_record(unit)
 
     def set_training_consent(self, actor: Principal, unit_id: str, consent: bool) -> UnitRecord:
         """Let a unit's reviewer-labelled photos be kept for the data team, or stop it (admins only)."""

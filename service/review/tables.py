@@ -96,6 +96,8 @@ class Unit(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Whether the unit lets its reviewer-labelled photos be kept for the data team (off unless an admin says so).
     training_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The unit's own thresholds per category, or "off" (models.policy, stored form); null: the model's.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ApiKey(Base):
@@ -134,6 +136,8 @@ class Submission(Base):
     model_weights_sha256: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH), nullable=True)
     review_threshold: Mapped[float] = mapped_column(Float)
     block_threshold: Mapped[float] = mapped_column(Float)
+    # The whole policy its decisions used (Policy.to_dict); null for submissions from before migration 0005.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(NAME_LENGTH), nullable=True)
     request_digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))  # what was sent, to spot a reused key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -22,6 +22,7 @@ from ..review.audit_export import audit_lines
 from ..review.schemas import (
     ConsentIn,
     KeyIn,
+    PolicyIn,
     KeyOut,
     NewKey,
     TrainingExportIn,
@@ -56,6 +57,13 @@ async def list_units(store: Review, principal: AdminKey) -> list[UnitOut]:
             responses=CHANGE_ERRORS)
 async def set_training_consent(store: Review, unit: str, body: ConsentIn, principal: AdminKey) -> UnitOut:
     return UnitOut.of(await run_in_threadpool(store.set_training_consent, principal, unit, body.training_consent))
+
+
+@router.put("/units/{unit}/policy", response_model=UnitOut,
+            summary="Give a unit its own thresholds per category, or turn categories off (admin key; audited)",
+            responses=CHANGE_ERRORS)
+async def set_policy(store: Review, unit: str, body: PolicyIn, principal: AdminKey) -> UnitOut:
+    return UnitOut.of(await run_in_threadpool(store.set_unit_policy, principal, unit, body.categories))
 
 
 @router.post("/training-export", response_model=TrainingExportOut,

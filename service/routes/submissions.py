@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from flexguard.inference.engine import ImageError
+from flexguard.models.policy import Policy
 from flexguard.models.vocabulary import ErrorCode
 from flexguard.models.wire import PHOTO_FIELD
 
@@ -85,20 +86,22 @@ async def submit(
         alias=IDEMPOTENCY_HEADER, max_length=MAX_IDEMPOTENCY_KEY_CHARS,
         description="A unique string per post; a retry with it is answered, not stored again.")] = None,
 ) -> Any:
-    draft = await _scored_draft(request, state, scorer, principal, idempotency_key)
+    draft = await _scored_draft(request, state, scorer, store, principal, idempotency_key)
     created = SubmissionCreated.of(await run_in_threadpool(store.submit, principal, draft))
     status = HTTPStatus.OK if created.replayed else HTTPStatus.CREATED
     return JSONResponse(created.model_dump(mode="json"), status_code=status,
                         headers={"Location": f"{SUBMISSIONS_ROUTE}/{created.id}"})
 
 
-async def _scored_draft(request: Request, state: State, scorer: ScorerDep, principal: Principal,
+async def _scored_draft(request: Request, state: State, scorer: ScorerDep, store: Review, principal: Principal,
                         idempotency_key: str | None) -> Draft:
-    """The post as sent, every photo scored; a photo that cannot be read refuses the whole post."""
+    """The post as sent, every photo scored under the unit's policy; a photo that cannot be read refuses the post."""
     upload = await read_request(request, _submission_limits(state.upload_limits))
     account, caption = _post_fields(upload, principal)
     info = scorer.engine.info
-    results = await scorer.score(upload.photos, info.thresholds)
+    # The unit's own thresholds per category over the model's (checked when the admin set them).
+    policy = Policy.with_overrides(info.thresholds, await run_in_threadpool(store.unit_policy, principal.unit))
+    results = await scorer.score(upload.photos, policy)
     failed = [f"photo {i + 1}: {r.message} ({r.code})" for i, r in enumerate(results) if isinstance(r, ImageError)]
     if failed:
         raise ApiError(ErrorCode.UNREADABLE_PHOTO, "; ".join(failed))
@@ -109,7 +112,7 @@ async def _scored_draft(request: Request, state: State, scorer: ScorerDep, princ
         for index, photo in enumerate(photos):
             kept, media_type = await run_in_threadpool(viewable, photo.data, photo.score.format)
             photos[index] = ScoredPhoto(photo.data, kept, media_type, photo.score)
-    return Draft(account=account, caption=caption, model=info, thresholds=info.thresholds,
+    return Draft(account=account, caption=caption, model=info, policy=policy,
                  idempotency_key=idempotency_key, photos=photos)
 
 
