@@ -76,12 +76,14 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path, tiny_model_path):
                              timeout=TIMEOUT_S)
     assert run.returncode == 0, f"the walkthrough failed:\n{run.stdout}\n{run.stderr}"
 
-    # It did what the README says: one post cleared, two rejected by the unit head, the photo fetched, and
-    # the reviewer's label of the second one's car exported as a one-photo training batch.
+    # It did what the README says: one post cleared, two rejected by the unit head, the photo fetched, the
+    # reviewer's label of the second one's car exported as a one-photo training batch, and, once the unit's
+    # policy turned cars off, a car post cleared.
     store = ReviewStore(open_database(url))
     records, total = store.list_submissions(Principal.command_line("test"), None, 10, 0)
-    assert total == 3
-    assert sorted(record.status for record in records) == ["cleared", "rejected", "rejected"]
+    assert total == 4
+    assert sorted(record.status for record in records) == ["cleared", "cleared", "rejected", "rejected"]
+    assert '"category_thresholds":{"luxury_car":' in run.stdout
     exported = load_manifest(work / "review-export" / "manifest.csv")
     assert len(exported) == 1 and exported.records[0].categories == ("luxury_car",)
     assert (work / "foto.jpg").read_bytes() == (work / "mobil.jpg").read_bytes()
