@@ -338,3 +338,46 @@ def test_a_reviewer_marks_a_flag_as_a_false_alarm_and_another_as_correct(page: P
     expect(first.locator(".review-label")).to_have_text("Penilaian peninjau: Bukan kemewahan (salah tanda)")
     expect(second.locator(".review-label")).to_have_text("Penilaian peninjau: Benar, menampilkan kemewahan (Wisata mewah)")
     assert not problems
+
+
+def test_the_unit_summary_is_drawn_from_known_data(page: Page, problems: list[str], base_url: str, world: World,
+                                                   tmp_path: Path):
+    # A unit of its own, so that the module's other tests do not change its figures.
+    operator = Principal.command_line("test")
+    world.store.create_unit(operator, "dispar", "Dinas Pariwisata")
+    submit_key = world.store.create_key(operator, Role.SUBMIT, "dispar").key
+    review_key = world.store.create_key(operator, Role.REVIEW, "dispar", "Kepala Dinas Pariwisata").key
+
+    def send(*photos: bytes) -> dict:
+        answer = httpx.post(f"{base_url}/v1/submissions", headers=headers(submit_key), files=photo_files(*photos),
+                            data={"account": "@dispar", "caption": "Promosi wisata"}, timeout=30)
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    def decide(submission: dict, verb: str, verdict: str, categories: list[str]) -> None:
+        body = {"comment": "alasan", "labels": [{"position": 0, "verdict": verdict, "categories": categories}]}
+        answer = httpx.post(f"{base_url}/v1/submissions/{submission['id']}/{verb}", headers=headers(review_key), json=body)
+        assert answer.status_code == 200, answer.text
+
+    send(grey_photo())
+    send(grey_photo())
+    send(red_photo())
+    decide(send(red_photo()), "approve", "false_alarm", [])
+    decide(send(red_photo()), "reject", "correct", ["luxury_car"])
+
+    sign_in(page, review_key)
+    summary = page.locator("#summary")
+    expect(summary.locator("h2")).to_have_text("Ringkasan unit (12 minggu terakhir)")
+    this_week = summary.locator("svg").first.locator("rect[data-week]")
+    expect(this_week).to_have_count(4)  # one segment per outcome that week, none for expired
+    counts = {bar.get_attribute("data-outcome"): bar.get_attribute("data-count") for bar in this_week.all()}
+    assert counts == {"cleared": "2", "pending": "1", "approved": "1", "rejected": "1"}
+    expect(summary.locator('rect.chart-bar[data-category="luxury_car"]').first).to_have_attribute("data-value", "3")
+    expect(summary.get_by_role("img", name=re.compile("^Salah tanda menurut penilaian peninjau"))).to_contain_text(
+        "Mobil mewah: 50% (1/2)")
+    expect(summary.locator(".summary-timing")).to_contain_text("(2 keputusan)")
+    page.get_by_role("button", name="English").click()
+    expect(summary.locator("h2")).to_have_text("Unit summary (last 12 weeks)")
+    expect(summary.get_by_role("img", name=re.compile("^False alarms"))).to_contain_text("Luxury car: 50% (1/2)")
+    page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
+    assert not problems

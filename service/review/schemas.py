@@ -17,6 +17,7 @@ from flexguard.models.vocabulary import Decision
 
 from ..schemas import CategoryScore, EvidenceOut, Fraction, ImageInfo, ModelRef, ThresholdsOut
 from .store import PhotoLabel
+from .summary import Summary
 from .records import AuditRecord, DeliveryRecord, KeyRecord, NewKeyRecord, PhotoRecord, SubmissionRecord, UnitRecord
 from .tables import Role, Status, Verdict
 
@@ -179,6 +180,41 @@ class PolicyIn(BaseModel):
     categories: dict[str, Any] | None = Field(
         description="Per category: `\"off\"` (never leads to review: e.g. luxury_travel for a tourism office) or "
                     "`{\"review\": .., \"block\": ..}`. Null or `{}`: the model's thresholds for every category.")
+
+
+class WeekOut(BaseModel):
+    week: str = Field(description="ISO week, e.g. `2026-W48` (weeks start on Monday, UTC).")
+    posts: dict[str, int] = Field(description="Posts sent that week, by what became of them: cleared, pending, "
+                                              "approved, rejected, expired.")
+
+
+class CategoryLabelsOut(BaseModel):
+    labelled: int = Field(description="Photos flagged for this category that a reviewer labelled.")
+    false_alarms: int = Field(description="Of those, the ones the reviewer said do not show it.")
+    false_alarm_rate: Fraction | None = Field(description="false_alarms / labelled; null when none were labelled.")
+
+
+class SummaryOut(BaseModel):
+    unit: str | None = Field(description="The unit summarised; null: every unit (admin key without `unit`).")
+    weeks: list[WeekOut] = Field(description="The last weeks, oldest first.")
+    flagged: dict[str, int] = Field(description="Photos flagged per category (a photo counts for each category it was flagged for).")
+    decisions: int = Field(description="Posts a reviewer decided (approved or rejected) in these weeks.")
+    median_hours_to_decision: float | None = Field(description="Median time from submission to decision, in hours.")
+    p90_hours_to_decision: float | None = Field(description="90th percentile of the same.")
+    labels: dict[str, CategoryLabelsOut] = Field(description="Per category, what reviewers' labels say of the model's flags.")
+
+    @classmethod
+    def of(cls, unit: str | None, summary: "Summary") -> "SummaryOut":
+        median, high = summary.decision_hours
+        return cls(
+            unit=unit, weeks=[WeekOut(week=name, posts=posts) for name, posts in summary.weeks], flagged=summary.flagged,
+            decisions=summary.decisions,
+            median_hours_to_decision=None if median is None else round(median, 2),
+            p90_hours_to_decision=None if high is None else round(high, 2),
+            labels={category: CategoryLabelsOut(labelled=figures.labelled, false_alarms=figures.false_alarms,
+                                                false_alarm_rate=figures.false_alarm_rate)
+                    for category, figures in summary.labels.items()},
+        )
 
 
 class ConsentIn(BaseModel):

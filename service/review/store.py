@@ -186,6 +186,23 @@ class TrainingPhoto:
 
 
 @dataclass(frozen=True)
+class PhotoFacts:
+    flagged: tuple[str, ...]  # the categories the model flagged it for (its evidence)
+    verdict: str | None  # the reviewer's label, if any
+    shown: tuple[str, ...]  # what the reviewer said it shows, with a "correct" verdict
+
+
+@dataclass(frozen=True)
+class PostFacts:
+    """One submission as the unit summary counts it."""
+
+    created_at: datetime
+    decided_at: datetime | None
+    status: str
+    photos: tuple[PhotoFacts, ...]
+
+
+@dataclass(frozen=True)
 class PhotoLabel:
     """A reviewer's word on one flagged photo of the post being decided."""
 
@@ -425,6 +442,28 @@ class ReviewStore:
             order = Submission.created_at.asc() if status == Status.PENDING else Submission.created_at.desc()
             rows = session.scalars(query.order_by(order, Submission.id).limit(limit).offset(offset)).all()
             return [submission_record(session, row) for row in rows], total or 0
+
+    def summary_facts(self, actor: Principal, unit: str | None, since: datetime) -> list[PostFacts]:
+        """What the unit-at-a-glance summary counts, for posts sent since ``since``: a review key sees its
+        unit's, an admin every unit's (or ``unit``'s); others are refused."""
+        if actor.role not in (Role.REVIEW, Role.ADMIN):
+            raise Forbidden(f"the summary needs a review or admin key, not {_a(actor.role.value)} key")
+        with self._read() as session:
+            query = select(Submission).options(selectinload(Submission.photos)).where(Submission.created_at >= since)
+            if actor.role == Role.REVIEW:
+                query = query.where(Submission.unit_id == actor.unit)
+            elif unit is not None:
+                query = query.where(Submission.unit_id == unit)
+            return [
+                PostFacts(
+                    created_at=row.created_at, decided_at=row.decided_at, status=row.status,
+                    photos=tuple(PhotoFacts(
+                        flagged=tuple(e["category"] for e in photo.result["evidence"]), verdict=photo.review_verdict,
+                        shown=tuple(photo.review_categories or ()),
+                    ) for photo in row.photos),
+                )
+                for row in session.scalars(query.order_by(Submission.created_at))
+            ]
 
     def count_by_status(self) -> dict[str, int]:
         """How many submissions there are in each status, over every unit (for the metrics)."""

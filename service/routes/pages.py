@@ -31,6 +31,7 @@ ASSETS: dict[str, str] = {
     "common.js": JAVASCRIPT,
     "app.js": JAVASCRIPT,
     "review.js": JAVASCRIPT,
+    "summary.js": JAVASCRIPT,
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": SVG,
 }

@@ -7,6 +7,7 @@ their codes (404, 403, 409, 422). Scoring a submission goes through the same pip
 
 from __future__ import annotations
 
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -30,11 +31,13 @@ from ..review.schemas import (
     SubmissionCreated,
     SubmissionList,
     SubmissionOut,
+    SummaryOut,
     WebhookIn,
     WebhookOut,
 )
 from ..review.store import Draft, Principal, ScoredPhoto
-from ..review.tables import Status
+from ..review.summary import DAYS_PER_WEEK, DEFAULT_WEEKS, MAX_WEEKS, summarise, week_start
+from ..review.tables import Role, Status, utcnow
 from ..uploads import Upload, UploadLimits, read_request
 
 ACCOUNT_FIELD, CAPTION_FIELD, UNIT_FIELD = "account", "caption", "unit"
@@ -143,6 +146,22 @@ async def list_submissions(
 ) -> SubmissionList:
     rows, total = await run_in_threadpool(store.list_submissions, principal, status, limit, offset)
     return SubmissionList(submissions=[SubmissionOut.of(row) for row in rows], total=total)
+
+
+@router.get("/summary", response_model=SummaryOut,
+            summary="The unit at a glance: posts per week by outcome, flags per category, time to decision, "
+                    "false-alarm rate from reviewers' labels (review key: its unit; admin key: all or `unit`)",
+            responses=error_responses(*KEY_ERRORS))
+async def summary(
+    store: Review, principal: Caller,
+    weeks: Annotated[int, Query(ge=1, le=MAX_WEEKS, description="How many weeks, this one included.")] = DEFAULT_WEEKS,
+    unit: Annotated[str | None, Query(description="Admin key only: this unit's summary.")] = None,
+) -> SummaryOut:
+    if unit is not None and principal.role != Role.ADMIN:
+        raise ApiError(ErrorCode.FORBIDDEN, "only an admin key chooses the unit; a review key sees its own")
+    first = week_start(utcnow()) - timedelta(days=DAYS_PER_WEEK * (weeks - 1))
+    facts = await run_in_threadpool(store.summary_facts, principal, unit, first)
+    return SummaryOut.of(principal.unit or unit, summarise(facts, first, weeks))
 
 
 @router.get("/submissions/{submission_id}", response_model=SubmissionOut,

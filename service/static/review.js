@@ -56,6 +56,17 @@
       notFound: "Pengajuan tidak ditemukan (404).",
       conflict: "Pengajuan ini sudah diputuskan oleh peninjau lain (409).",
       tryPage: "Halaman uji foto",
+      summaryTitle: "Ringkasan unit (12 minggu terakhir)",
+      weeksTitle: "Unggahan per minggu menurut hasilnya",
+      outcomes: { cleared: "Lolos otomatis", pending: "Menunggu", approved: "Disetujui", rejected: "Ditolak",
+        expired: "Kedaluwarsa" },
+      flaggedTitle: "Foto yang ditandai per kategori",
+      timeTitle: "Waktu sampai keputusan",
+      decisionTime: (median, p90, n) => `Median ${median}, 90% dalam ${p90} (${n} keputusan).`,
+      noDecisions: "Belum ada keputusan.",
+      falseAlarmTitle: "Salah tanda menurut penilaian peninjau",
+      noLabels: "belum dinilai",
+      hours: (h) => (h < 1 ? `${Math.round(h * 60)} menit` : `${h.toLocaleString("id-ID", { maximumFractionDigits: 1 })} jam`),
     },
     en: {
       skip: "Skip to the queue",
@@ -106,6 +117,17 @@
       notFound: "Submission not found (404).",
       conflict: "Another reviewer has already decided this submission (409).",
       tryPage: "Photo check page",
+      summaryTitle: "Unit summary (last 12 weeks)",
+      weeksTitle: "Posts per week by outcome",
+      outcomes: { cleared: "Cleared at once", pending: "Waiting", approved: "Approved", rejected: "Rejected",
+        expired: "Expired" },
+      flaggedTitle: "Flagged photos per category",
+      timeTitle: "Time to decision",
+      decisionTime: (median, p90, n) => `Median ${median}, 90% within ${p90} (${n} decisions).`,
+      noDecisions: "No decisions yet.",
+      falseAlarmTitle: "False alarms by the reviewers' labels",
+      noLabels: "not labelled yet",
+      hours: (h) => (h < 1 ? `${Math.round(h * 60)} min` : `${h.toLocaleString("en-GB", { maximumFractionDigits: 1 })} h`),
     },
   });
 
@@ -123,6 +145,7 @@
   let photoFailures = new Set(); // positions whose photo could not be fetched
   // The reviewer's verdicts on the open submission's flagged photos: position -> {verdict, categories}.
   let photoLabels = new Map();
+  let summary = null; // the unit's GET /v1/summary, drawn below the queue
   // Answers to an older request are dropped: the reviewer may click on while one is on its way.
   let queueRequest = 0;
   let detailRequest = 0;
@@ -517,6 +540,30 @@
     loadQueue();
   }
 
+  // ---- the unit at a glance ----
+  async function loadSummary() {
+    const asked = key;
+    try {
+      const data = await apiJson("/v1/summary");
+      if (asked !== key) return;
+      summary = data;
+    } catch {
+      summary = null; // the queue says what went wrong with the key; the summary just stays hidden
+    }
+    renderSummary();
+  }
+
+  // Category names for the summary, from the words table (the summary carries ids only).
+  const categoryNames = Object.entries(window.flexguardWords.categories)
+    .map(([id, name]) => ({ id, name_en: name.en, name_id: name.id }));
+
+  function renderSummary() {
+    $("summary").hidden = !summary;
+    if (!summary) return;
+    const names = (id) => window.flexguard.categoryName({ categories: categoryNames }, id, lang);
+    window.flexguardSummary.render($("summary-charts"), summary, t(), names, pct, (h) => t().hours(h));
+  }
+
   // ---- static text and language ----
   function applyLanguage() {
     window.flexguard.showLanguage(STRINGS, lang);
@@ -524,6 +571,7 @@
     for (const [id, text] of Object.entries(messages)) say(id, text);
     renderQueue();
     renderDetail();
+    renderSummary();
   }
 
   function signIn(newKey) {
@@ -532,6 +580,8 @@
     else storage("sessionStorage")?.removeItem(KEY_STORE);
     offset = 0;
     queue = null;
+    summary = null;
+    renderSummary();
     closeDetail();
     say("alert", null);
     say("status", null);
@@ -556,6 +606,7 @@
       return;
     }
     loadQueue();
+    loadSummary();
   }
 
   // ---- wiring ----
@@ -582,6 +633,7 @@
     $("refresh").addEventListener("click", () => {
       say("alert", null);
       loadQueue();
+      loadSummary();
       if (current) loadSubmission(current.id);
     });
     $("prev").addEventListener("click", () => {
