@@ -32,7 +32,7 @@ from .errors import ApiError, ErrorCode
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/review", "/favicon.ico"})
 # The page shells, and the supervisor-review routes, which check their own per-unit keys (review/api.py).
-PUBLIC_PREFIXES = ("/static/", "/v1/submissions", "/v1/webhook", "/v1/admin/", "/v1/me")
+PUBLIC_PREFIXES = ("/static/", "/v1/submissions", "/v1/webhook", "/v1/admin/", "/v1/me", "/v1/summary")
 MISSING_KEY_MESSAGE = f"an API key is needed: send it in the {API_KEY_HEADER} header or as Authorization: Bearer <key>"
 WRONG_KEY_MESSAGE = "the API key is not valid"
 _BEARER = "bearer"
