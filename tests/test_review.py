@@ -180,7 +180,9 @@ def test_keys_reach_only_their_own_unit_and_role(world, client):
     assert submit(client, world.review["dinkes"], grey_photo()).status_code == 403
     assert client.post(f"/v1/submissions/{sid}/approve", headers=headers(world.admin), json={}).status_code == 403
     assert client.get(f"/v1/submissions/{sid}", headers=headers(world.admin)).status_code == 200
-    assert client.post("/v1/admin/units", headers=headers(world.review["dinkes"]), json={"id": "x", "name": "X"}).status_code == 403
+    not_admin = client.post("/v1/admin/units", headers=headers(world.review["dinkes"]), json={"id": "x", "name": "X"})
+    assert not_admin.status_code == 403
+    assert not_admin.json()["error"]["message"] == "this needs an admin key, not a review key"  # "an admin", "a review"
     # A submit key names its own unit or none.
     wrong_unit = client.post("/v1/submissions", headers=own_tool, files=photo_files(grey_photo()),
                              data={"account": "@ani", "unit": "bappeda"})
