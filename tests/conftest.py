@@ -254,3 +254,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = _postgres_url()
     _reset_postgres(url)
     return url
+
+
+# --- a review world (two units, their keys, an admin key) and an app over it, per test and database ---
+
+
+@pytest.fixture
+def world(database_url: str):
+    """Units dinkes and bappeda with submit and review keys, and an admin key, in an empty database."""
+    from review_world import make_world
+
+    return make_world(database_url)
+
+
+@pytest.fixture
+def client(world, tiny_model_path):
+    """The app on the tiny model over ``world``'s database (a module may define its own ``client``)."""
+    from fastapi.testclient import TestClient
+
+    from flexguard.service.app import create_app
+
+    with TestClient(create_app(world.settings(tiny_model_path))) as test_client:
+        yield test_client

@@ -83,13 +83,6 @@ def test_bad_category_thresholds_are_refused(client, params, message):
 # --- a unit's own policy, applied to its submissions and recorded with each (SQLite and PostgreSQL) ---
 
 @pytest.fixture
-def world(database_url):
-    from review_world import make_world
-
-    return make_world(database_url)
-
-
-@pytest.fixture
 def review_client(world, tiny_model_path):
     with TestClient(create_app(world.settings(tiny_model_path))) as test_client:
         yield test_client

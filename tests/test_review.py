@@ -29,7 +29,7 @@ from flexguard.service.review.tables import AuditEvent, PhotoBlob, Role, Submiss
 from flexguard.service.review.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 
 from live_server import serving
-from review_world import World, grey_photo, headers, make_world, photo_files, red_photo
+from review_world import World, grey_photo, headers, photo_files, red_photo
 
 NAME_ID = {category.id: category.name_id for category in CATEGORIES}
 CONCURRENT_REVIEWERS = 8
@@ -37,17 +37,6 @@ RACES = 5
 WEBHOOK_FAILURES_BEFORE_SUCCESS = 2
 SIGNATURE_TOLERANCE_S = 300
 DELIVERY_WAIT_S = 20.0
-
-
-@pytest.fixture
-def world(database_url: str) -> World:
-    return make_world(database_url)
-
-
-@pytest.fixture
-def client(world: World, tiny_model_path) -> TestClient:
-    with TestClient(create_app(world.settings(tiny_model_path))) as test_client:
-        yield test_client
 
 
 def submit(client, key: str, *photos: bytes, account="@ani.asn", caption="Kegiatan kantor", **extra_headers):

@@ -15,25 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from flexguard.service.app import create_app
 from flexguard.service.review.store import Principal
 from flexguard.service.review.tables import PhotoBlob
-from review_world import World, grey_photo, headers, make_world, photo_files, red_photo
+from review_world import World, grey_photo, headers, photo_files, red_photo
 
 UNIT = "dinkes"
 RETENTION, TRAINING_RETENTION = timedelta(days=7), timedelta(days=90)
 HTTP_OK, HTTP_FORBIDDEN, HTTP_UNPROCESSABLE = 200, 403, 422
-
-
-@pytest.fixture
-def world(database_url: str) -> World:
-    return make_world(database_url)
-
-
-@pytest.fixture
-def client(world: World, tiny_model_path) -> TestClient:
-    with TestClient(create_app(world.settings(tiny_model_path))) as test_client:
-        yield test_client
 
 
 def pending_post(client: TestClient, world: World) -> dict:

@@ -7,28 +7,15 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
-from fastapi.testclient import TestClient
 
-from flexguard.models.policy import Policy
 from flexguard.models.metadata import Thresholds
-from flexguard.service.app import create_app
+from flexguard.models.policy import Policy
 from flexguard.service.review.summary import percentile, week_name
-from review_world import World, grey_photo, headers, make_world, photo_files, red_photo
+from review_world import World, grey_photo, headers, photo_files, red_photo
 
 UNIT = "dinkes"
 HTTP_OK, HTTP_FORBIDDEN = 200, 403
 HOURS_TOLERANCE = 0.01  # audit times and row times differ by the milliseconds of one transaction
-
-
-@pytest.fixture
-def world(database_url: str) -> World:
-    return make_world(database_url)
-
-
-@pytest.fixture
-def client(world: World, tiny_model_path) -> TestClient:
-    with TestClient(create_app(world.settings(tiny_model_path))) as test_client:
-        yield test_client
 
 
 def post(client, world, *photos, unit=UNIT) -> dict:
