@@ -70,7 +70,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         train_only_groups=args.train_only_group,
         split_by=args.by, keep_subgroups=args.keep_subgroups, views=args.views, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, workers=args.workers,
-        spec=replace(INPUT_SPEC, resize_mode=args.resize_mode), anchored=args.anchor,
+        spec=replace(INPUT_SPEC, resize_mode=args.resize_mode), anchored=args.anchor, recipe=args.recipe,
+        heads_c=args.heads_c,
     )
     train(config)
 
@@ -246,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
     train.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
                        help="ship the average of the fine-tuned and linear-probe branches (default: on)")
+    train.add_argument("--recipe", choices=("finetune", "ensemble"), default="finetune",
+                       help="finetune: Lite2's last blocks fine-tuned (default); ensemble: frozen Lite0, Lite1 and Lite2 "
+                            "with linear heads (training/ensemble.py says why; minutes once the features are cached)")
+    train.add_argument("--heads-c", type=float, default=0.01,
+                       help="ensemble: the heads' inverse L2 strength on standardised features (default: 0.01)")
     train.add_argument("--all", action="store_true",
                        help="train on every photo, with no validation: the model to ship, whose thresholds and figures "
                             "come from cross-validation (`make model`; `flexguard evaluate --split folds --stamp-into`)")

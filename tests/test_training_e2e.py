@@ -307,3 +307,33 @@ def test_training_on_every_photo_then_stamping_cross_validation(tiny_manifest, t
                      str(tiny_manifest), "--out", str(tmp_path / "cv"), "--stamp-into", str(model)]) == 0
     stamped = read_info(model).validation_metrics
     assert stamped["folds"]["mean"]["roc_auc"] is not None and len(stamped["folds"]["per_fold"]) == 2
+
+
+MAP_MEAN_TOLERANCE = 0.25  # logit units: bilinear resizing of two 8 x 8 maps onto 9 x 9 moves their means a little
+
+
+def test_the_ensemble_recipe_trains_exports_and_serves_its_heads(tiny_manifest, tmp_path):
+    """Frozen Lite0/1/2 with linear heads: the exported file gives the scores of the fitted heads, its map's
+    spatial mean is the logit (to within resizing the backbones' maps to one grid), and PyTorch and
+    onnxruntime agree."""
+    from flexguard.training.ensemble import features
+
+    run = tmp_path / "ensemble"
+    assert cli_main(["train", str(tiny_manifest), "--recipe", "ensemble", "--out", str(run), "--cache-dir",
+                     str(tmp_path / "cache"), "--workers", "1"]) == 0
+    model = run / "flexguard.onnx"
+    assert cli_main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(model)]) == 0
+    net, checkpoint = load_checkpoint(run / "checkpoint.pt")
+    engine = Engine(model)
+    photos = sorted(tiny_manifest.parent.glob("*/*.jpg"))[:4]
+    batch = np.stack([engine.prepare(p).tensor for p in photos])
+    with torch.no_grad():
+        torch_scores, torch_cams = (t.numpy() for t in net(torch.from_numpy(batch)))
+    onnx_scores, onnx_cams = engine.run(batch)
+    assert np.abs(torch_scores - onnx_scores).max() <= PARITY_TOLERANCE
+    logits = np.log(onnx_scores / (1 - onnx_scores))
+    assert np.abs(onnx_cams.mean(axis=(2, 3)) - logits).max() <= MAP_MEAN_TOLERANCE
+    # The same as the heads on the cached pooled features (the training side's view of the photos).
+    pooled = features(photos, engine.info.preprocess, tmp_path / "cache", workers=1)
+    expected = 1 / (1 + np.exp(-(pooled @ checkpoint["weight"].numpy().T + checkpoint["bias"].numpy())))
+    assert np.abs(expected - onnx_scores).max() <= PARITY_TOLERANCE * 10

@@ -43,8 +43,12 @@ IMAGENET_CLASSES_BY_CATEGORY = {
 }
 
 
-def load_checkpoint(path: Path) -> tuple[FlexguardNet, dict]:
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if checkpoint.get("recipe") == "ensemble":
+        from .ensemble import net_from_checkpoint
+
+        return net_from_checkpoint(checkpoint), checkpoint
     config = checkpoint["config"]
     net = FlexguardNet(len(CATEGORY_IDS), config["tune_from_block"], config["dropout"], config.get("anchored", False))
     net.load_state_dict(checkpoint["state_dict"])

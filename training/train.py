@@ -80,6 +80,9 @@ class TrainConfig:
     tune_from_block: int = DEFAULT_TUNE_FROM_BLOCK
     # Ship the average of the fine-tuned and the linear-probe branches (see FlexguardNet).
     anchored: bool = True
+    # "finetune" (this module) or "ensemble" (frozen Lite0/1/2 and linear heads: training/ensemble.py).
+    recipe: str = "finetune"
+    heads_c: float = 0.01  # the ensemble heads' inverse L2 strength
     spec: PreprocessSpec = INPUT_SPEC
     workers: int = max(1, (os.cpu_count() or 1))
     augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
@@ -176,6 +179,10 @@ def _freeze_batchnorm(module: nn.Module) -> None:
 
 def train(config: TrainConfig) -> Path:
     """Run all stages; returns the run folder with ``checkpoint.pt``, ``probe.pt`` and ``config.json``."""
+    if config.recipe == "ensemble":
+        from . import ensemble
+
+        return ensemble.train(config)
     started = time.time()
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
