@@ -23,6 +23,7 @@ import gc
 import os
 import re
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -41,6 +42,7 @@ REQUESTS = {
 E2E_TARGET = 0.60  # end-to-end 12 MP throughput / model-only at the best batch size
 NAIVE_TARGET = 8.0  # flexguard / naive peer, 12 MP at concurrency 8
 NAIVE_LEVEL = 8
+PREVIOUS_TARGET = 0.80  # a retrained model keeps 12 MP throughput within 20% of the one it replaces (#11)
 _METRIC = re.compile(r"^flexguard_batch_size_(sum|count) ([0-9.e+]+)$", re.M)
 
 
@@ -82,6 +84,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every request count (default 1)")
     parser.add_argument("--no-int8", action="store_true", help="skip the INT8 service")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive peer")
+    parser.add_argument("--previous", nargs=2, metavar=("FP32", "INT8"), type=str,
+                        help="the model files shipped before a retrain: served too, under the same load, for the "
+                             "within-20%% comparison of #11 (e.g. extracted with git show REV:models/flexguard.onnx)")
     parser.add_argument("--no-spinning", action="store_true",
                         help="skip the service with onnxruntime spinning back on (serve_spinning.py)")
     args = parser.parse_args()
@@ -102,6 +107,11 @@ def main() -> None:
         with common.flexguard_server(name, variant) as server:
             servers[name] = {"kind": "flexguard", "variant": variant, "settings": "defaults (max batch 16, wait 5 ms, "
                              "threads and decode threads = cores)", "results": load_server(server, "flexguard", photo_sets, levels, args.scale)}
+    for variant, path in zip(("fp32", "int8"), args.previous or ()):
+        name = f"previous-{variant}"
+        with common.flexguard_server(name, variant, {"FLEXGUARD_MODEL_PATH": str(Path(path).resolve())}) as server:
+            servers[name] = {"kind": "flexguard", "variant": f"{variant}, the model shipped before ({path})", "settings":
+                             "defaults", "results": load_server(server, "flexguard", photo_sets, levels, args.scale)}
     if not args.no_spinning:
         # The service as it was before inference/engine.py turned onnxruntime's spinning off: same load.
         port = common.free_port()
@@ -125,6 +135,17 @@ def main() -> None:
 def targets(model_only: dict, servers: dict, levels: tuple[int, ...]) -> dict:
     out = {}
     big = "jpeg-12mp"
+    for variant, name in (("fp32", "flexguard"), ("int8", "flexguard-int8")):
+        previous = f"previous-{variant}"
+        if previous in servers and name in servers and big in servers[name]["results"]:
+            level = max(servers[name]["results"][big])
+            now, before = (servers[s]["results"][big][level]["throughput_per_s"] for s in (name, previous))
+            ratio = round(now / before, 3)
+            out[f"vs_previous_model_{variant}"] = {
+                "ratio": ratio, "target": PREVIOUS_TARGET, "pass": ratio >= PREVIOUS_TARGET,
+                "what": f"{name} 12 MP JPEG over HTTP at concurrency {level}: {now} req/s, against the model shipped "
+                        f"before ({variant}): {before} req/s, same run",
+            }
     for name, variant in (("flexguard", "fp32"), ("flexguard-int8", "int8")):
         if name not in servers or big not in servers[name]["results"]:
             continue

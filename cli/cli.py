@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the REST service",
                                 description="Serve the REST API (/v1/score, /v1/model, /v1/submissions, /healthz, /readyz, /metrics; "
                                             "docs at /docs). Settings come from environment variables, which these "
-                                            "options override: FLEXGUARD_MODEL_PATH, FLEXGUARD_MODEL_VARIANT (fp32 or int8), FLEXGUARD_HOST, FLEXGUARD_PORT, "
+                                            "options override: FLEXGUARD_MODEL_PATH, FLEXGUARD_MODEL_VARIANT (int8, the default, or fp32), FLEXGUARD_HOST, FLEXGUARD_PORT, "
                                             "FLEXGUARD_THREADS, FLEXGUARD_DECODE_THREADS, FLEXGUARD_MAX_BATCH, "
                                             "FLEXGUARD_MAX_WAIT_MS, FLEXGUARD_MAX_FILES, FLEXGUARD_MAX_BYTES, "
                                             "FLEXGUARD_MAX_PIXELS, FLEXGUARD_MAX_CONCURRENT_REQUESTS (more get 503), "

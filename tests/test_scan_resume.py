@@ -18,7 +18,7 @@ import pytest
 from onnx import numpy_helper
 
 from flexguard.models import shipped_model_path
-from flexguard.models.metadata import compute_weights_sha256, read_info
+from flexguard.models.metadata import compute_weights_sha256, read_info, stamp
 from test_scan import _scan_ok, noise_photo, read_csv, read_jsonl
 
 N_PHOTOS = 200
@@ -29,7 +29,7 @@ POLL_S = 0.01
 TIMEOUT_S = 120
 SIGINT_STATUS = 130
 SEED = 11
-SHIPPED_MODEL = shipped_model_path()
+SHIPPED_MODEL = shipped_model_path("fp32")
 USER_ERROR_STATUS = 2
 
 
@@ -67,8 +67,8 @@ def _complete_rows(out: Path) -> int:
         return 0
 
 
-def _stop_part_way(photos: Path, out: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(_command(photos, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _stop_part_way(photos: Path, out: Path, sig: signal.Signals, *options: str) -> subprocess.CompletedProcess:
+    process = subprocess.Popen(_command(photos, out, *options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + TIMEOUT_S
     while _complete_rows(out) < KILL_AFTER_ROWS:
         assert process.poll() is None, f"the scan ended before it could be stopped: {process.communicate()}"
@@ -114,20 +114,20 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(photos, uninterrupted, tmp_
 
 
 def _retrain_with_the_same_name_and_version(out: Path) -> Path:
-    """What a 1-epoch retrain exported without --model-version looked like: the shipped file's metadata
-    (same name, same version) over different weights."""
+    """What a 1-epoch retrain exported with a fixed --model-version looked like: the shipped file's name and
+    version over different weights (stamped with their own digest, as every export stamps it)."""
     model = onnx.load(str(SHIPPED_MODEL))
-    bias = model.graph.initializer[-1]
-    changed = numpy_helper.to_array(bias) + np.float32(0.5)
-    bias.CopyFrom(numpy_helper.from_array(changed, bias.name))
+    weight = next(t for t in reversed(model.graph.initializer) if t.data_type == onnx.TensorProto.FLOAT and t.dims)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + np.float32(0.5), weight.name))
     path = out / "retrain.onnx"
     onnx.save(model, str(path))
+    stamp(path, read_info(path))
     return path
 
 
 def test_a_scan_resumed_with_other_weights_under_the_same_version_is_refused(photos, tmp_path):
     out = tmp_path / "scan.jsonl"
-    killed = _stop_part_way(photos, out, signal.SIGKILL)
+    killed = _stop_part_way(photos, out, signal.SIGKILL, "--model", str(SHIPPED_MODEL))
     assert killed.returncode == -signal.SIGKILL
     partial = out.read_bytes()
     retrain = _retrain_with_the_same_name_and_version(tmp_path)

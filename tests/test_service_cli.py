@@ -81,7 +81,7 @@ def test_settings_defaults():
     assert (settings.max_files, settings.max_bytes, settings.max_pixels) == (64, 25_000_000, 64_000_000)
     assert settings.threads is None and settings.decode_threads is None
     assert settings.api_key_list == () and settings.cors_origin_list == ()
-    assert settings.model_path.name == "flexguard.onnx" and settings.model_path.is_file()
+    assert settings.model_path.name == "flexguard-int8.onnx" and settings.model_path.is_file()  # INT8 serves by default
 
 
 def test_list_settings_are_comma_separated(monkeypatch):
