@@ -33,14 +33,13 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 from tqdm import tqdm
 
-from flexguard.datasets.manifest import Manifest, load_manifests
-from flexguard.datasets.splits import group_split
 from flexguard.models.metadata import overall_risk
 from flexguard.models.preprocessing import PreprocessSpec, preprocess_file
 
 from .backbone import FEATURE_CHANNELS
 from .features import bounded_map
-from .metrics import choose_thresholds, recall_at_fpr
+from .metrics import choose_thresholds
+from .train import NO_VALIDATION, _validation_figures, start_run
 
 RECIPE = "ensemble"
 BACKBONES = ("lite0", "lite1", "lite2")
@@ -50,7 +49,6 @@ FEATURE_BATCH = 32
 PHOTOS_IN_FLIGHT = 64
 MAX_ITERATIONS = 3000
 CACHE_DTYPE = np.float16
-REPORT_FPR = 0.05
 
 
 def load_backbone(name: str) -> EfficientNet:
@@ -160,36 +158,16 @@ def _scores(X: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-(X @ weight.T + bias)))
 
 
-def _figures(labels: np.ndarray, scores: np.ndarray) -> dict:
-    from sklearn.metrics import roc_auc_score
-
-    is_flex, risk = labels.any(axis=1), overall_risk(scores)
-    both = 0 < is_flex.sum() < len(is_flex)
-    recall = recall_at_fpr(is_flex, risk, REPORT_FPR)
-    return {"roc_auc": round(float(roc_auc_score(is_flex, risk)), 4) if both else None,
-            "recall_at_fpr_5pct": None if recall is None else round(recall, 4)}
-
-
 def train(config) -> Path:
     """The ensemble recipe under ``flexguard train``'s config: writes ``checkpoint.pt`` (and ``config.json``)."""
     started = time.time()
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    manifest: Manifest = load_manifests([Path(m) for m in config.manifests])
-    if config.val_fold is None:
-        train_idx, val_idx = np.arange(len(manifest)), np.arange(0)
-    else:
-        train_idx, val_idx = group_split(manifest, val_fold=config.val_fold, n_folds=config.n_folds, seed=config.seed,
-                                         train_only=config.train_only_groups, by=config.split_by,
-                                         keep_subgroups=config.keep_subgroups)
-    print(f"photos: {len(train_idx)} train, {len(val_idx)} validation")
+    out_dir, manifest, train_idx, val_idx = start_run(config)
     X = features([r.path for r in manifest.records], config.spec, Path(config.cache_dir), config.workers)
     labels = manifest.labels()
     weight, bias = fit_heads(X[train_idx], labels[train_idx], config.heads_c)
     check = val_idx if len(val_idx) else train_idx
     check_scores = _scores(X[check], weight, bias)
-    validation = _figures(labels[check], check_scores) if len(val_idx) else {"source": "no validation (trained on every photo)"}
+    validation = _validation_figures(labels[check], check_scores) if len(val_idx) else {"source": NO_VALIDATION}
     print(f"ensemble heads (C={config.heads_c}), validation by {config.split_by}: {validation}")
     thresholds = choose_thresholds(labels[check].any(axis=1), overall_risk(check_scores))
     torch.save({

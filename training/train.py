@@ -177,6 +177,25 @@ def _freeze_batchnorm(module: nn.Module) -> None:
             child.eval()
 
 
+def start_run(config: TrainConfig) -> tuple[Path, Manifest, np.ndarray, np.ndarray]:
+    """What every recipe starts with: the run folder with its ``config.json``, the manifest, and the
+    (train, validation) indices, validation empty when ``val_fold`` is None (train on every photo)."""
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    manifest = load_manifests([Path(m) for m in config.manifests])
+    if config.val_fold is None:
+        print(f"photos: {len(manifest)}, all trained on (no validation: cross-validation gives the figures)")
+        return out_dir, manifest, np.arange(len(manifest)), np.arange(0)
+    train_idx, val_idx = group_split(
+        manifest, val_fold=config.val_fold, n_folds=config.n_folds, seed=config.seed,
+        train_only=config.train_only_groups, by=config.split_by, keep_subgroups=config.keep_subgroups,
+    )
+    print(f"photos: {len(train_idx)} train, {len(val_idx)} validation (whole {config.split_by}s held out; "
+          f"fold {config.val_fold} of {config.n_folds})")
+    return out_dir, manifest, train_idx, val_idx
+
+
 def train(config: TrainConfig) -> Path:
     """Run all stages; returns the run folder with ``checkpoint.pt``, ``probe.pt`` and ``config.json``."""
     if config.recipe == "ensemble":
@@ -187,21 +206,7 @@ def train(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-
-    manifest = load_manifests([Path(m) for m in config.manifests])
-    if config.val_fold is None:
-        train_idx, val_idx = np.arange(len(manifest)), np.arange(0)
-        print(f"photos: {len(manifest)}, all trained on (no validation: cross-validation gives the figures)")
-    else:
-        train_idx, val_idx = group_split(
-            manifest, val_fold=config.val_fold, n_folds=config.n_folds, seed=config.seed,
-            train_only=config.train_only_groups, by=config.split_by, keep_subgroups=config.keep_subgroups,
-        )
-        print(f"photos: {len(train_idx)} train, {len(val_idx)} validation (whole {config.split_by}s held out; "
-              f"fold {config.val_fold} of {config.n_folds})")
+    out_dir, manifest, train_idx, val_idx = start_run(config)
     train_set, val_set = manifest.subset(train_idx), manifest.subset(val_idx)
     validating = len(val_set) > 0
 
