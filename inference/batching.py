@@ -36,6 +36,7 @@ class BatchOutput:
     batch_size: int
     queue_s: float  # from submission until its model call started
     run_s: float  # the model call
+    call: int  # which model call, counting from 1: inputs that shared one have the same number
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Batcher:
         # None in the queue tells the worker to stop once everything submitted before it has run.
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._closed = False
+        self._calls = 0  # only the worker thread counts
         self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._work, name="flexguard-batcher", daemon=True)
         self._worker.start()
@@ -114,6 +116,7 @@ class Batcher:
         return items, False
 
     def _run_batch(self, items: list[_Item]) -> None:
+        self._calls += 1
         start = time.perf_counter()
         try:
             outputs = self._run(np.stack([item.tensor for item in items]))
@@ -126,4 +129,4 @@ class Batcher:
             return
         for row, item in enumerate(items):
             shares = tuple(output[row] for output in outputs)
-            item.future.set_result(BatchOutput(shares, len(items), start - item.submitted, run_s))
+            item.future.set_result(BatchOutput(shares, len(items), start - item.submitted, run_s, self._calls))

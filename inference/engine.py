@@ -36,7 +36,9 @@ from flexguard.models.metadata import (
 from flexguard.models.policy import Policy
 from flexguard.models.preprocessing import Placement, load_image, open_image, preprocess
 
-from flexguard.models.vocabulary import ErrorCode
+from flexguard.models.vocabulary import Decision, ErrorCode
+
+from .video import VIDEO_SNIFF_BYTES, PreparedVideo, SampledFrame, VideoError, VideoLimits, prepare_video, sniff_video
 
 # An evidence box covers the map cells that reach this share of the category's peak activation and
 # touch the peak: the object's extent without stray activity elsewhere in the photo.
@@ -48,6 +50,9 @@ DEFAULT_MAX_BYTES = 25_000_000
 # else Pillow can read (ICO, PSD, AVIF, ...) is refused before its pixels are decoded: no upload tool
 # sends those, and each would be one more decoder exposed to untrusted bytes.
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+# A video's frames go through the model in calls of at most this many, so that a 64-frame video
+# neither holds all its activations at once nor keeps other photos waiting behind one huge call.
+VIDEO_FRAMES_PER_CALL = 8
 _MS_PER_S = 1000.0
 
 
@@ -102,6 +107,33 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class FrameScore:
+    """One sampled frame of a video, scored."""
+
+    number: int  # position in the video, from 0
+    time_s: float
+    risk: float
+    decision: str
+    scores: dict[str, float]
+    evidence: list[Evidence]
+    picture: Image.Image  # the frame as displayed, small (``video.KEPT_FRAME_SIDE``)
+    scene_change: bool
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """What a video's result adds to a photo's: which frames were scored and which raised the flag."""
+
+    duration_s: float
+    codec: str
+    frames_in_video: int
+    frames_sampled: int
+    frames_decoded: int
+    worst: FrameScore
+    flagged: tuple[FrameScore, ...]  # frames at review or block, in time order
+
+
+@dataclass(frozen=True)
 class ImageScore:
     risk: float
     decision: str
@@ -111,6 +143,7 @@ class ImageScore:
     height: int = 0
     format: str = ""
     timing: Timing | None = None
+    video: VideoSummary | None = None  # set for a video: its risk, scores and evidence are its worst frame's
 
 
 def _connected_box(mask: np.ndarray, seed: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -152,6 +185,7 @@ class Engine:
         threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        video_limits: VideoLimits | None = None,
     ):
         path = Path(model_path)
         if not path.is_file():
@@ -190,13 +224,26 @@ class Engine:
         self.path = path
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
+        self.video_limits = video_limits or VideoLimits()
 
-    def prepare(self, source: str | os.PathLike | bytes | BinaryIO) -> Prepared:
-        """Decode and preprocess one photo (CPU work; safe to call from many threads).
+    def prepare(self, source: str | os.PathLike | bytes | BinaryIO) -> Prepared | PreparedVideo:
+        """Decode and preprocess one photo, or sample a video's frames (CPU work; safe from many threads).
 
-        The byte size, the format (sniffed from the content) and the pixel count (from the header) are
-        all checked before the pixels are decoded.
+        Photos and videos are told apart by their first bytes. The byte size, the format and the pixel
+        count (from the header; for a video also its duration) are all checked before anything is decoded.
         """
+        try:
+            video_format = sniff_video(_head(source))
+        except OSError:  # unreadable: the photo path reports it as it always has
+            video_format = None
+        if video_format is not None:
+            try:
+                return prepare_video(_all_bytes(source), self.info.preprocess, self.video_limits, video_format)
+            except VideoError as error:
+                raise ImageError(error.code, error.message) from None
+        return self._prepare_photo(source)
+
+    def _prepare_photo(self, source: str | os.PathLike | bytes | BinaryIO) -> Prepared:
         start = time.perf_counter()
         spec = self.info.preprocess
         try:
@@ -246,40 +293,77 @@ class Engine:
         size = self.info.preprocess.size
         self.run(np.zeros((1, 3, size, size), dtype=np.float32))
 
-    def score_prepared(self, prepared: Sequence[Prepared], policy: Policy | None = None) -> list[ImageScore]:
-        """Scores of decoded photos in one model call, decided under ``policy`` (default: the model's thresholds)."""
-        if not prepared:
-            return []
+    def score_prepared(self, prepared: Sequence[Prepared | PreparedVideo], policy: Policy | None = None) -> list[ImageScore]:
+        """Scores of decoded photos (in one model call) and videos, decided under ``policy`` (default: the model's)."""
         policy = policy or Policy(self.info.thresholds)
-        start = time.perf_counter()
-        scores, cams = self.run(np.stack([p.tensor for p in prepared]))
-        model_ms = (time.perf_counter() - start) * _MS_PER_S
-        return [
-            self.result(p, s, c, policy, Timing(p.decode_ms, 0.0, model_ms, len(prepared)))
-            for p, s, c in zip(prepared, scores, cams)
-        ]
+        photos = [p for p in prepared if isinstance(p, Prepared)]
+        by_photo = {}
+        if photos:
+            start = time.perf_counter()
+            scores, cams = self.run(np.stack([p.tensor for p in photos]))
+            model_ms = (time.perf_counter() - start) * _MS_PER_S
+            by_photo = {
+                id(p): self.result(p, s, c, policy, Timing(p.decode_ms, 0.0, model_ms, len(photos)))
+                for p, s, c in zip(photos, scores, cams)
+            }
+        return [by_photo[id(p)] if isinstance(p, Prepared) else self._score_video(p, policy) for p in prepared]
+
+    def _score_video(self, video: PreparedVideo, policy: Policy) -> ImageScore:
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        model_ms = 0.0
+        for first in range(0, len(video.frames), VIDEO_FRAMES_PER_CALL):
+            chunk = video.frames[first:first + VIDEO_FRAMES_PER_CALL]
+            start = time.perf_counter()
+            scores, cams = self.run(np.stack([f.tensor for f in chunk]))
+            model_ms += (time.perf_counter() - start) * _MS_PER_S
+            rows.extend(zip(scores, cams))
+        batch = min(len(video.frames), VIDEO_FRAMES_PER_CALL)
+        return self.video_result(video, rows, policy, Timing(video.decode_ms, 0.0, model_ms, batch))
+
+    def video_result(self, video: PreparedVideo, rows: Sequence[tuple[np.ndarray, np.ndarray]], policy: Policy,
+                     timing: Timing) -> ImageScore:
+        """A video's result from its frames' rows of the model outputs: the worst frame's risk and evidence,
+        each category's highest score over the frames, and the decision those give under ``policy``."""
+        frames = [self._frame_score(f, scores, cams, policy) for f, (scores, cams) in zip(video.frames, rows)]
+        worst = max(frames, key=lambda f: (f.risk, -f.time_s))
+        maxima = {cid: max(f.scores[cid] for f in frames) for cid in self.info.category_ids}
+        summary = VideoSummary(
+            duration_s=video.duration_s, codec=video.codec, frames_in_video=video.frames_in_video,
+            frames_sampled=len(frames), frames_decoded=video.frames_decoded, worst=worst,
+            flagged=tuple(f for f in frames if f.decision != Decision.ALLOW),
+        )
+        return ImageScore(
+            risk=worst.risk, decision=policy.decide(maxima), scores=maxima, evidence=worst.evidence,
+            width=video.width, height=video.height, format=video.format, timing=timing, video=summary,
+        )
+
+    def _frame_score(self, frame: SampledFrame, scores: np.ndarray, cams: np.ndarray, policy: Policy) -> FrameScore:
+        ids = self.info.category_ids
+        by_category = {cid: round(float(s), 4) for cid, s in zip(ids, scores)}
+        return FrameScore(
+            number=frame.number, time_s=frame.time_s, risk=round(float(overall_risk(scores)), 4),
+            decision=policy.decide(by_category), scores=by_category,
+            evidence=self._evidence(scores, cams, frame.placement, policy), picture=frame.picture,
+            scene_change=frame.scene_change,
+        )
 
     def score(self, sources: Iterable[str | os.PathLike | bytes | BinaryIO], policy: Policy | None = None) -> list[ImageScore | ImageError]:
         """Score several photos in one model call; a photo that fails gets its ImageError in its place."""
-        prepared: list[Prepared | ImageError] = []
+        prepared: list[Prepared | PreparedVideo | ImageError] = []
         for source in sources:
             try:
                 prepared.append(self.prepare(source))
             except ImageError as error:
                 prepared.append(error)
-        good = [p for p in prepared if isinstance(p, Prepared)]
+        good = [p for p in prepared if not isinstance(p, ImageError)]
         scored = iter(self.score_prepared(good, policy))
-        return [next(scored) if isinstance(p, Prepared) else p for p in prepared]
+        return [p if isinstance(p, ImageError) else next(scored) for p in prepared]
 
     def result(self, prepared: Prepared, scores: np.ndarray, cams: np.ndarray, policy: Policy, timing: Timing) -> ImageScore:
         """One photo's row of the model outputs as risk, decision and evidence under ``policy``."""
         ids = self.info.category_ids
         risk = float(overall_risk(scores))
-        evidence = [
-            Evidence(ids[i], round(float(scores[i]), 4), evidence_box(cams[i], prepared.placement))
-            for i in np.argsort(-scores)
-            if policy.flags(ids[i], float(scores[i]))
-        ]
+        evidence = self._evidence(scores, cams, prepared.placement, policy)
         return ImageScore(
             risk=round(risk, 4),
             decision=policy.decide({cid: float(s) for cid, s in zip(ids, scores)}),
@@ -290,6 +374,38 @@ class Engine:
             format=prepared.format,
             timing=timing,
         )
+
+
+    def _evidence(self, scores: np.ndarray, cams: np.ndarray, placement: Placement, policy: Policy) -> list[Evidence]:
+        """Boxes for the categories at or over their review threshold, strongest first."""
+        ids = self.info.category_ids
+        return [
+            Evidence(ids[i], round(float(scores[i]), 4), evidence_box(cams[i], placement))
+            for i in np.argsort(-scores)
+            if policy.flags(ids[i], float(scores[i]))
+        ]
+
+
+def _head(source: str | os.PathLike | bytes | BinaryIO) -> bytes:
+    """The first bytes of a photo or video, leaving an open file where it was."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:VIDEO_SNIFF_BYTES])
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            return handle.read(VIDEO_SNIFF_BYTES)
+    position = source.tell()
+    head = source.read(VIDEO_SNIFF_BYTES)
+    source.seek(position)
+    return head
+
+
+def _all_bytes(source: str | os.PathLike | bytes | BinaryIO) -> bytes | bytearray | memoryview:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            return handle.read()
+    return source.read()
 
 
 def _byte_size(source: str | os.PathLike | bytes | BinaryIO) -> int | None:

@@ -16,6 +16,7 @@ from flexguard.models.policy import Policy
 
 from .batching import BatchObserver, Batcher
 from .engine import Engine, ImageError, ImageScore, Timing, available_cores
+from .video import PreparedVideo
 
 _MS_PER_S = 1000.0
 
@@ -37,25 +38,44 @@ class Scorer:
         self._pool = ThreadPoolExecutor(decode_threads or available_cores(), thread_name_prefix="flexguard-decode")
         self._batcher = Batcher(engine.run, max_batch, max_wait_s, on_batch)
 
-    async def score(self, photos: Sequence[bytes | bytearray], policy: Policy | None = None) -> list[ImageScore | ImageError]:
-        """Score photos in input order; a photo that cannot be read gets its ``ImageError`` in its place.
+    async def score(self, photos: Sequence[bytes | bytearray | ImageError], policy: Policy | None = None) -> list[ImageScore | ImageError]:
+        """Score photos and videos in input order; one that cannot be read gets its ``ImageError`` in its place
+        (as does an ``ImageError`` given in place of the bytes: a file refused while it was read).
 
         ``policy`` decides (default: the model's own thresholds for every category).
         """
         policy = policy or Policy(self.engine.info.thresholds)
         return list(await asyncio.gather(*(self._score_one(photo, policy) for photo in photos)))
 
-    async def _score_one(self, photo: bytes | bytearray, policy: Policy) -> ImageScore | ImageError:
+    async def _score_one(self, photo: bytes | bytearray | ImageError, policy: Policy) -> ImageScore | ImageError:
+        if isinstance(photo, ImageError):
+            return photo
         loop = asyncio.get_running_loop()
         try:
             prepared = await loop.run_in_executor(self._pool, self.engine.prepare, photo)
         except ImageError as error:
             return error
+        if isinstance(prepared, PreparedVideo):
+            return await self._score_video(prepared, policy)
         # Each photo joins a batch as soon as it is decoded, so decoding overlaps the model's work.
         out = await self._batcher.submit(prepared.tensor)
         scores, cams = out.rows
         timing = Timing(prepared.decode_ms, out.queue_s * _MS_PER_S, out.run_s * _MS_PER_S, out.batch_size)
         return await loop.run_in_executor(self._pool, self.engine.result, prepared, scores, cams, policy, timing)
+
+    async def _score_video(self, video: PreparedVideo, policy: Policy) -> ImageScore:
+        """A video's frames join the batcher like photos (sharing calls with concurrent requests)."""
+        loop = asyncio.get_running_loop()
+        outs = await asyncio.gather(*(self._batcher.submit(frame.tensor) for frame in video.frames))
+        timing = Timing(
+            video.decode_ms,
+            max(out.queue_s for out in outs) * _MS_PER_S,
+            # Frames of one video mostly share calls: count each call once.
+            sum({out.call: out.run_s for out in outs}.values()) * _MS_PER_S,
+            max(out.batch_size for out in outs),
+        )
+        return await loop.run_in_executor(self._pool, self.engine.video_result, video, [out.rows for out in outs],
+                                          policy, timing)
 
     async def warm_up(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self.engine.warm_up)

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     DECODE_FAILED = "decode_failed"
     TOO_MANY_PIXELS = "too_many_pixels"
     TOO_LARGE = "too_large"
+    TOO_LONG = "too_long"  # a video over the longest duration
     # A file the scanner could not hand to the engine.
     READ_FAILED = "read_failed"
     EMPTY_FILE = "empty_file"
@@ -91,6 +92,7 @@ ERROR_WORDS: dict[ErrorCode, Words] = {
     ErrorCode.DECODE_FAILED: Words("The photo is damaged or cut short.", "Foto rusak atau terpotong."),
     ErrorCode.TOO_MANY_PIXELS: Words("The photo has too many pixels.", "Foto memiliki terlalu banyak piksel."),
     ErrorCode.TOO_LARGE: Words("The file is too large.", "Berkas terlalu besar."),
+    ErrorCode.TOO_LONG: Words("The video is too long.", "Video terlalu panjang."),
     ErrorCode.READ_FAILED: Words("The file could not be read.", "Berkas tidak dapat dibaca."),
     ErrorCode.EMPTY_FILE: Words("The file is empty.", "Berkas kosong."),
     ErrorCode.REJECTED_BY_SERVER: Words("The service refused the file.", "Layanan menolak berkas ini."),

@@ -19,6 +19,7 @@ from flexguard.models.metadata import ModelInfo
 from flexguard.models.vocabulary import ErrorCode
 
 from flexguard.inference.engine import Engine, ImageError, ImageScore, Prepared
+from flexguard.inference.video import PreparedVideo
 
 # Every row has these keys, in this order (CSV columns replace "scores" by one column per category).
 ROW_KEYS = (
@@ -143,7 +144,7 @@ def load(engine: Engine, path: str) -> Loaded:
 def score_loaded(engine: Engine, loaded: Sequence[Loaded]) -> list[dict[str, Any]]:
     """Rows for ``loaded``, in order: the decoded photos go through the model in one batch."""
     model = ModelIdentity.from_info(engine.info)
-    scores = iter(engine.score_prepared([item.outcome for item in loaded if isinstance(item.outcome, Prepared)]))
+    scores = iter(engine.score_prepared([item.outcome for item in loaded if isinstance(item.outcome, (Prepared, PreparedVideo))]))
     rows = []
     for item in loaded:
         if isinstance(item.outcome, ImageError):

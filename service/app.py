@@ -40,7 +40,8 @@ _MS_PER_S = 1000.0
 
 def load_engine(settings: Settings) -> Engine:
     """The engine as configured: raises ModelLoadError, with one clear line, for a missing or broken model."""
-    return Engine(settings.model_path, threads=settings.threads, max_pixels=settings.max_pixels, max_bytes=settings.max_bytes)
+    return Engine(settings.model_path, threads=settings.threads, max_pixels=settings.max_pixels, max_bytes=settings.max_bytes,
+                  video_limits=settings.video_limits)
 
 
 def open_review(settings: Settings) -> ReviewStore:

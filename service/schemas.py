@@ -5,6 +5,7 @@ These are the contract upload tools rely on: fields may be added, never renamed 
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -13,7 +14,9 @@ from flexguard.models.metadata import ModelInfo, Thresholds
 from flexguard.models.taxonomy import Category
 from flexguard.models.vocabulary import Decision
 
-from flexguard.inference.engine import ImageError, ImageScore
+from flexguard.inference.engine import FrameScore, ImageError, ImageScore, VideoSummary
+from flexguard.inference.strip import ANSWER_FRAME_HEIGHT, StripFrame, choose, strip
+from flexguard.inference.video import VIDEO_FORMATS, VideoLimits
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 _TIMING_DECIMALS = 2
@@ -60,9 +63,55 @@ class EvidenceOut(BaseModel):
 
 
 class ImageInfo(BaseModel):
-    width: int = Field(description="Width in pixels, as displayed (EXIF orientation applied).")
+    width: int = Field(description="Width in pixels, as displayed (EXIF orientation, or a video's rotation, applied).")
     height: int = Field(description="Height in pixels, as displayed.")
-    format: str = Field(description="Format detected from the content (JPEG, MPO, PNG, WEBP, GIF, BMP, TIFF, HEIF).")
+    format: str = Field(description="Format detected from the content (JPEG, MPO, PNG, WEBP, GIF, BMP, TIFF, HEIF; "
+                                    "for a video MP4, MOV, 3GP, WEBM).")
+
+
+class FrameOut(BaseModel):
+    index: int = Field(description="The frame's number in the video, from 0.")
+    time_s: float = Field(description="Seconds from the start of the video.")
+    risk: Fraction = Field(description="This frame's risk.")
+    decision: Decision = Field(description="This frame's decision.")
+    scene_change: bool = Field(description="Scored because a new scene starts here (the others are on the time grid).")
+    strip_box: tuple[Fraction, Fraction, Fraction, Fraction] | None = Field(
+        None, description="Where the frame is in the strip image: [left, top, right, bottom] as fractions; null if "
+                          "it is not in the strip (the strip shows at most 12 frames).")
+
+    @classmethod
+    def of(cls, frame: FrameScore, strip_box: tuple[float, float, float, float] | None = None) -> "FrameOut":
+        return cls(index=frame.number, time_s=frame.time_s, risk=frame.risk, decision=frame.decision,
+                   scene_change=frame.scene_change, strip_box=strip_box)
+
+
+class VideoOut(BaseModel):
+    duration_s: float = Field(description="The video's length in seconds.")
+    codec: str = Field(description="Its video codec (h264, hevc, vp8, vp9, av1, mpeg4, h263).")
+    frames_in_video: int = Field(description="Frames the video holds.")
+    frames_sampled: int = Field(description="Frames scored: one every `video_every_s` plus scene changes, at most "
+                                            "`video_frames` (see GET /v1/model).")
+    worst_frame: FrameOut = Field(description="The frame with the highest risk; the result's risk and evidence are its.")
+    flagged_frames: list[FrameOut] = Field(description="Every scored frame at review or block, in time order.")
+    strip_jpeg: str | None = Field(
+        None, description="The flagged frames side by side (at most 12, 96 px high), as a data: URL of a JPEG; "
+                          "null when no frame is flagged.")
+
+    @classmethod
+    def of(cls, video: VideoSummary, with_strip: bool = True) -> "VideoOut":
+        shown: list[StripFrame] = []
+        data_url = None
+        if with_strip and video.flagged:
+            jpeg, shown = strip(choose(video.flagged, video.worst), ANSWER_FRAME_HEIGHT)
+            data_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+        return cls.with_boxes(video, {s.frame.number: s.box for s in shown}, data_url)
+
+    @classmethod
+    def with_boxes(cls, video: VideoSummary, boxes: dict[int, tuple[float, float, float, float]],
+                   data_url: str | None = None) -> "VideoOut":
+        return cls(duration_s=video.duration_s, codec=video.codec, frames_in_video=video.frames_in_video,
+                   frames_sampled=video.frames_sampled, worst_frame=FrameOut.of(video.worst, boxes.get(video.worst.number)),
+                   flagged_frames=[FrameOut.of(f, boxes.get(f.number)) for f in video.flagged], strip_jpeg=data_url)
 
 
 class TimingOut(BaseModel):
@@ -80,6 +129,10 @@ class ScoredImage(BaseModel):
     evidence: list[EvidenceOut] = Field(description="Boxes for categories at or above review, strongest first.")
     image: ImageInfo = Field(description="The photo as read.")
     timing: TimingOut = Field(description="Where this photo's time went, in milliseconds.")
+    video: VideoOut | None = Field(
+        None, description="Only for a video: its frames scored, the worst, and those that crossed the review "
+                          "threshold. `risk`, `evidence` and `categories` are then the worst frame's risk and evidence "
+                          "and each category's highest score over the frames.")
 
     @classmethod
     def of(cls, result: ImageScore, categories: tuple[Category, ...]) -> "ScoredImage":
@@ -98,6 +151,7 @@ class ScoredImage(BaseModel):
                 model_ms=round(timing.model_ms, _TIMING_DECIMALS),
                 batch_size=timing.batch_size,
             ),
+            video=VideoOut.of(result.video) if result.video is not None else None,
         )
 
 
@@ -149,11 +203,28 @@ class InputSpec(BaseModel):
     std: tuple[float, float, float] = Field(description="Per-channel (RGB) divisor applied after the mean.")
 
 
+class VideoLimitsOut(BaseModel):
+    max_videos: int = Field(description="Most videos in one request (0: videos are refused).")
+    max_bytes: int = Field(description="Largest video, in bytes.")
+    max_seconds: float = Field(description="Longest video, in seconds, read from its header.")
+    max_frame_pixels: int = Field(description="Largest video frame, in pixels, read from its header.")
+    frames: int = Field(description="Most frames of one video scored.")
+    every_s: float = Field(description="Seconds between the frames scored; keyframes starting a new scene are added.")
+    formats: list[str] = Field(description="Containers accepted, as detected from the content.")
+
+    @classmethod
+    def of(cls, limits: VideoLimits, max_videos: int) -> "VideoLimitsOut":
+        return cls(max_videos=max_videos, max_bytes=limits.max_bytes, max_seconds=limits.max_duration_s,
+                   max_frame_pixels=limits.max_frame_pixels, frames=limits.max_frames, every_s=limits.every_s,
+                   formats=list(VIDEO_FORMATS))
+
+
 class Limits(BaseModel):
     max_files: int = Field(description="Most photos in one request.")
     max_bytes: int = Field(description="Largest photo, in bytes.")
     max_pixels: int = Field(description="Largest photo, in pixels (width x height, read from its header).")
     formats: list[str] = Field(description="Formats accepted, as detected from the content.")
+    video: VideoLimitsOut = Field(description="Limits on videos.")
 
 
 class ModelResponse(BaseModel):

@@ -16,11 +16,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flexguard.models import DEFAULT_VARIANT, shipped_model_path
 
 from flexguard.inference.engine import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from flexguard.inference.video import (
+    DEFAULT_EVERY_S,
+    DEFAULT_MAX_DURATION_S,
+    DEFAULT_MAX_FRAME_PIXELS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_VIDEO_BYTES,
+    VideoLimits,
+)
 from .review.database import DEFAULT_DATABASE_TIMEOUT_S, DEFAULT_DATABASE_URL
 
 ENV_PREFIX = "FLEXGUARD_"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_FILES = 64
+# Videos in one request: each may be 100 MB and is held in memory while its frames are sampled.
+DEFAULT_MAX_VIDEOS = 2
 # Under load a model call gathers up to 16 photos, sharing its fixed costs; a photo arriving alone
 # waits at most 5 ms for company, little next to the model's own tens of milliseconds.
 DEFAULT_MAX_BATCH = 16
@@ -73,6 +83,13 @@ class Settings(BaseSettings):
     max_files: int = Field(DEFAULT_MAX_FILES, ge=1, description="most photos in one request")
     max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description="largest photo, in bytes")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest photo, in pixels (read from its header)")
+    max_videos: int = Field(DEFAULT_MAX_VIDEOS, ge=0, description="most videos in one request; 0: videos are refused")
+    max_video_bytes: int = Field(DEFAULT_MAX_VIDEO_BYTES, ge=1, description="largest video, in bytes")
+    max_video_seconds: float = Field(DEFAULT_MAX_DURATION_S, gt=0, description="longest video, in seconds (read from its header)")
+    max_video_frame_pixels: int = Field(
+        DEFAULT_MAX_FRAME_PIXELS, ge=1, description="largest video frame, in pixels (read from its header)")
+    video_frames: int = Field(DEFAULT_MAX_FRAMES, ge=1, description="most frames of a video scored")
+    video_every_s: float = Field(DEFAULT_EVERY_S, gt=0, description="seconds between the frames of a video scored (scene changes are added)")
     max_concurrent_requests: int = Field(
         DEFAULT_MAX_CONCURRENT_REQUESTS, ge=1,
         description="most scoring requests in progress at once; more get 503 with Retry-After",
@@ -130,6 +147,12 @@ class Settings(BaseSettings):
         if self.model_path is None:
             self.model_path = shipped_model_path(self.model_variant)
         return self
+
+    @property
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(max_bytes=self.max_video_bytes, max_duration_s=self.max_video_seconds,
+                           max_frame_pixels=self.max_video_frame_pixels, max_frames=self.video_frames,
+                           every_s=self.video_every_s)
 
     @property
     def api_key_list(self) -> tuple[str, ...]:

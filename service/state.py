@@ -17,7 +17,7 @@ from flexguard.inference.pipeline import Scorer
 from .metrics import Metrics
 from .rate_limit import RateLimiter
 from .review.store import ReviewStore
-from .schemas import Limits
+from .schemas import Limits, VideoLimitsOut
 from .settings import Settings
 from .uploads import UploadLimits
 
@@ -43,9 +43,11 @@ class AppState:
         return cls(
             settings=settings,
             metrics=Metrics(settings.max_batch),
-            upload_limits=UploadLimits(settings.max_files, settings.max_bytes, settings.body_timeout_s),
+            upload_limits=UploadLimits(settings.max_files, settings.max_bytes, settings.body_timeout_s,
+                                       max_videos=settings.max_videos, max_video_bytes=settings.max_video_bytes),
             limits=Limits(max_files=settings.max_files, max_bytes=settings.max_bytes,
-                          max_pixels=settings.max_pixels, formats=list(SUPPORTED_FORMATS)),
+                          max_pixels=settings.max_pixels, formats=list(SUPPORTED_FORMATS),
+                          video=VideoLimitsOut.of(settings.video_limits, settings.max_videos)),
             rate_limiter=(RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
                           if settings.rate_limit_per_minute > 0 else None),
         )

@@ -23,6 +23,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from flexguard.inference.engine import ImageError
+from flexguard.inference.video import VIDEO_SNIFF_BYTES, sniff_video
 from flexguard.models.taxonomy import CATEGORY_IDS
 from flexguard.models.wire import PHOTO_FIELD, THRESHOLD_FIELDS, category_field
 
@@ -30,6 +32,7 @@ from .errors import ApiError, ErrorCode
 
 MULTIPART = b"multipart/form-data"
 IMAGE_TYPE_PREFIX = b"image/"
+VIDEO_TYPE_PREFIX = b"video/"
 # Room for one part's boundary line and headers (python-multipart caps them at 8 headers of ~4 KB).
 PART_FRAMING_BYTES = 64 * 1024
 # Room for any preamble or epilogue around the parts.
@@ -51,18 +54,26 @@ class UploadLimits:
     max_bytes: int
     body_timeout_s: float | None = None  # None: no deadline (the caller's own)
     fields: Mapping[str, int] = field(default_factory=lambda: SCORE_FIELDS)  # the text fields allowed besides the photos, and their byte limits
+    max_videos: int = 0  # of the files, how many may be videos (recognised by their first bytes); 0: none
+    max_video_bytes: int = 0
 
     @property
     def max_body(self) -> int:
-        """The most bytes a valid multipart request can need: every photo and field at the limit, plus framing."""
+        """The most bytes a valid multipart request can need: every photo, video and field at the limit, plus framing."""
         parts = self.max_files * (self.max_bytes + PART_FRAMING_BYTES)
+        videos = self.max_videos * self.max_video_bytes
         fields = sum(limit + PART_FRAMING_BYTES for limit in self.fields.values())
-        return parts + fields + FORM_EXTRA_BYTES
+        return parts + videos + fields + FORM_EXTRA_BYTES
+
+
+# A file of the request: its bytes, or why it was refused while the others are still scored (a video
+# over its byte limit).
+Item = bytearray | ImageError
 
 
 @dataclass
 class Upload:
-    photos: list[bytearray] = field(default_factory=list)
+    photos: list[Item] = field(default_factory=list)  # photos and videos, in the order sent
     fields: dict[str, str] = field(default_factory=dict)  # form fields other than photos, as sent
 
 
@@ -104,16 +115,19 @@ async def _read_upload(
             raise ApiError(ErrorCode.BAD_REQUEST, "the multipart/form-data content type has no boundary")
         _check_declared_length(content_length, limits.max_body, "the request body")
         upload = await _read_multipart(boundary, body, limits)
-    elif media_type.startswith(IMAGE_TYPE_PREFIX):
-        _check_declared_length(content_length, limits.max_bytes, "the photo")
-        photo = await _read_raw(body, limits.max_bytes)
+    elif media_type.startswith(IMAGE_TYPE_PREFIX) or (media_type.startswith(VIDEO_TYPE_PREFIX) and limits.max_videos):
+        what, limit = (("the photo", limits.max_bytes) if media_type.startswith(IMAGE_TYPE_PREFIX)
+                       else ("the video", limits.max_video_bytes))
+        _check_declared_length(content_length, limit, what)
+        photo = await _read_raw(body, limit, what)
         if not photo:
             raise ApiError(ErrorCode.NO_PHOTOS, "the request body is empty")
         upload = Upload(photos=[photo])
     else:
+        raw_types = "an image/* or video/* body" if limits.max_videos else "an image/* body"
         raise ApiError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"send multipart/form-data with the photos as '{PHOTO_FIELD}', or one photo as an image/* body "
+            f"send multipart/form-data with the photos as '{PHOTO_FIELD}', or one photo as {raw_types} "
             f"(got {media_type.decode(_HEADER_ENCODING)})",
         )
     return upload
@@ -130,11 +144,11 @@ def _check_declared_length(content_length: str | None, limit: int, what: str) ->
         raise ApiError(ErrorCode.TOO_LARGE, f"{what} is {declared} bytes, over the limit of {limit} bytes")
 
 
-async def _read_raw(body: AsyncIterable[bytes], max_bytes: int) -> bytearray:
+async def _read_raw(body: AsyncIterable[bytes], max_bytes: int, what: str) -> bytearray:
     photo = bytearray()
     async for chunk in body:
         if len(photo) + len(chunk) > max_bytes:
-            raise ApiError(ErrorCode.TOO_LARGE, f"the photo is over the limit of {max_bytes} bytes")
+            raise ApiError(ErrorCode.TOO_LARGE, f"{what} is over the limit of {max_bytes} bytes")
         photo += chunk
     return photo
 
@@ -184,6 +198,9 @@ class _Form:
         self._part_limit = 0
         self._part_name = ""
         self._part_label = ""
+        self._sniffed = False  # whether this file's first bytes were looked at for a video
+        self._refused = False  # a video over its limit: its remaining bytes are dropped
+        self._videos = 0
         self._parser = MultipartParser(
             boundary,
             callbacks={
@@ -226,6 +243,8 @@ class _Form:
             shown = f" ({filename.decode('utf-8', 'replace')!r})" if filename else ""
             self._part_label = f"photo {len(photos) + 1}{shown}"
             self._part_limit = self._limits.max_bytes
+            self._sniffed = not self._limits.max_videos  # nothing to look for when videos are not taken
+            self._refused = False
             photos.append(self._part)
         elif name in self._limits.fields:
             if name in self.upload.fields:
@@ -237,11 +256,31 @@ class _Form:
             raise ApiError(ErrorCode.INVALID_PARAMETERS, f"unknown form field {name!r}: the fields are {expected}")
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._refused:
+            return
+        if not self._sniffed and len(self._part) + (end - start) >= VIDEO_SNIFF_BYTES:
+            self._sniffed = True
+            head = bytes(self._part) + bytes(data[start:start + VIDEO_SNIFF_BYTES])
+            if sniff_video(head[:VIDEO_SNIFF_BYTES]) is not None:
+                self._take_video()
         if len(self._part) + (end - start) > self._part_limit:
+            if self._part_limit == self._limits.max_video_bytes and self._part_name == PHOTO_FIELD:
+                # One video too big does not cost the request its other files: it gets its own error.
+                self._refused = True
+                self.upload.photos[-1] = ImageError(ErrorCode.TOO_LARGE, f"{self._part_label} is over the limit of "
+                                                                         f"{self._part_limit} bytes for a video")
+                self._part = bytearray()
+                return
             if self._part_name == PHOTO_FIELD:
                 raise ApiError(ErrorCode.TOO_LARGE, f"{self._part_label} is over the limit of {self._part_limit} bytes")
             raise ApiError(ErrorCode.INVALID_PARAMETERS, f"{self._part_label} is longer than {self._part_limit} bytes")
         self._part.extend(data[start:end])
+
+    def _take_video(self) -> None:
+        self._videos += 1
+        if self._videos > self._limits.max_videos:
+            raise ApiError(ErrorCode.TOO_MANY_FILES, f"at most {self._limits.max_videos} videos per request")
+        self._part_limit = self._limits.max_video_bytes
 
     def _on_part_end(self) -> None:
         if self._part_name in self._limits.fields:

@@ -32,7 +32,8 @@ READY_TIMEOUT_S = 10.0
 POLL_S = 0.01
 RED = (255, 0, 0)
 GREY = (127, 127, 127)
-RESULT_KEYS = {"ok", "risk", "decision", "categories", "evidence", "image", "timing"}
+# "video" is null for a photo, an object for a video (tests/test_video.py).
+RESULT_KEYS = {"ok", "risk", "decision", "categories", "evidence", "image", "timing", "video"}
 # Lossy formats shift the tiny model's colour averages a little; lossless ones not at all.
 LOSSY_TOLERANCE = 0.02
 SCORE_TOLERANCE = 1e-4  # scores are rounded to 4 places; batch composition moves the last digit at most
@@ -575,6 +576,10 @@ def test_model_endpoint(client, tiny_model_info):
     assert body["limits"] == {
         "max_files": MAX_FILES, "max_bytes": Settings().max_bytes, "max_pixels": Settings().max_pixels,
         "formats": list(SUPPORTED_FORMATS),
+        "video": {"max_videos": Settings().max_videos, "max_bytes": Settings().max_video_bytes,
+                  "max_seconds": Settings().max_video_seconds, "max_frame_pixels": Settings().max_video_frame_pixels,
+                  "frames": Settings().video_frames, "every_s": Settings().video_every_s,
+                  "formats": ["MP4", "MOV", "3GP", "WEBM"]},
     }
 
 

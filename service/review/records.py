@@ -14,9 +14,11 @@ from typing import Any, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from flexguard.inference.engine import ImageScore
+from flexguard.inference.engine import ImageScore, VideoSummary
+from flexguard.inference.strip import REVIEW_FRAME_HEIGHT, kept_frames, layout
 from flexguard.models.taxonomy import Category
 
+from ..schemas import VideoOut
 from .tables import ApiKey, AuditEvent, Photo, PhotoBlob, Submission, Unit, WebhookDelivery
 
 
@@ -112,7 +114,14 @@ def stored_result(score: ImageScore, categories: Sequence[Category]) -> dict[str
                        for c in categories],
         "evidence": [{"category": e.category, "score": e.score, "box": list(e.box)} for e in score.evidence],
         "image": {"width": score.width, "height": score.height, "format": score.format},
+        **({"video": video_record(score.video)} if score.video is not None else {}),
     }
+
+
+def video_record(video: VideoSummary) -> dict[str, Any]:
+    """A video's summary as kept: its frames' times and scores, and where the kept ones sit in the stored strip."""
+    boxes = {placed.frame.number: placed.box for placed in layout(kept_frames(video), REVIEW_FRAME_HEIGHT)}
+    return VideoOut.with_boxes(video, boxes).model_dump(mode="json")
 
 
 def unit_record(row: Unit) -> UnitRecord:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from flexguard.models.vocabulary import Decision
 
-from ..schemas import CategoryScore, EvidenceOut, Fraction, ImageInfo, ModelRef, ThresholdsOut
+from ..schemas import CategoryScore, EvidenceOut, Fraction, ImageInfo, ModelRef, ThresholdsOut, VideoOut
 from .store import PhotoLabel
 from .summary import Summary
 from .records import AuditRecord, DeliveryRecord, KeyRecord, NewKeyRecord, PhotoRecord, SubmissionRecord, UnitRecord
@@ -53,6 +53,10 @@ class ReviewPhoto(BaseModel):
                                      "submission, then its flagged photos until the purge.")
     url: str | None = Field(description="Where a reviewer of the unit fetches the photo, while it is stored.")
     review_label: PhotoLabelOut | None = Field(description="The reviewer's label of this flagged photo, if one was given.")
+    video: VideoOut | None = Field(
+        None, description="Only for a video: its frames scored and those flagged. What is stored (at `url`) is never "
+                          "the video but a JPEG strip of its flagged frames (its worst frame if none is), each "
+                          "frame's place in it given by `strip_box`.")
 
     @classmethod
     def of(cls, record: PhotoRecord, submission_id: str) -> "ReviewPhoto":

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from flexguard.inference.engine import ImageScore
+from flexguard.inference.video import VIDEO_FORMATS
 from flexguard.models.metadata import ModelInfo, Thresholds
 from flexguard.models.policy import Policy, PolicyError
 from flexguard.models.taxonomy import CATEGORY_IDS
@@ -574,8 +575,9 @@ class ReviewStore:
             deleted = kept = 0
             for submission in due:
                 consenting = session.get_one(Unit, submission.unit_id).training_consent
+                # A video's stored frames are for its reviewers only, never kept for training.
                 keep = {photo.id for photo in submission.photos if consenting and photo.review_verdict
-                        and submission.decided_at >= now - training_retention}
+                        and "video" not in photo.result and submission.decided_at >= now - training_retention}
                 photos = _delete_photos(session, submission, now, keep=keep)
                 deleted += photos
                 kept += len(keep)
@@ -600,7 +602,9 @@ class ReviewStore:
     def _training_query(self, since: datetime | None, unit: str | None) -> Any:
         query = (select(Photo, Submission, PhotoBlob).join(Submission).join(PhotoBlob, PhotoBlob.photo_id == Photo.id)
                  .join(Unit, Unit.id == Submission.unit_id)
-                 .where(Photo.review_verdict.is_not(None), Photo.exported_at.is_(None), Unit.training_consent.is_(True)))
+                 .where(Photo.review_verdict.is_not(None), Photo.exported_at.is_(None), Unit.training_consent.is_(True),
+                        # Videos are not training data: what is stored of one is a strip of frames, not a photo.
+                        Photo.result["image"]["format"].as_string().not_in(VIDEO_FORMATS)))
         if since is not None:
             query = query.where(Submission.decided_at >= since)
         if unit is not None:

@@ -113,7 +113,7 @@ async def _scored_draft(request: Request, state: State, scorer: ScorerDep, store
         # A post with a flagged photo waits for its reviewers, who see all of its photos: each needs a copy a
         # browser can show. A post cleared at once keeps nothing, so it needs none.
         for index, photo in enumerate(photos):
-            kept, media_type = await run_in_threadpool(viewable, photo.data, photo.score.format)
+            kept, media_type = await run_in_threadpool(viewable, photo.data, photo.score)
             photos[index] = ScoredPhoto(photo.data, kept, media_type, photo.score)
     return Draft(account=account, caption=caption, model=info, policy=policy,
                  idempotency_key=idempotency_key, photos=photos)
@@ -121,7 +121,8 @@ async def _scored_draft(request: Request, state: State, scorer: ScorerDep, store
 
 def _submission_limits(limits: UploadLimits) -> UploadLimits:
     """The scoring limits, with the submission's text fields allowed besides the photos."""
-    return UploadLimits(limits.max_files, limits.max_bytes, limits.body_timeout_s, SUBMISSION_FIELDS)
+    return UploadLimits(limits.max_files, limits.max_bytes, limits.body_timeout_s, SUBMISSION_FIELDS,
+                        limits.max_videos, limits.max_video_bytes)
 
 
 def _post_fields(upload: Upload, principal: Principal) -> tuple[str, str]:
