@@ -239,8 +239,10 @@ def _prepare(container: av.container.InputContainer, spec: PreprocessSpec, limit
     tolerance = min(limits.every_s, duration) / 2
     for target in sample_times(duration, limits.every_s, limits.max_frames):
         keyframe = index.nearest_keyframe(target)
-        # A keyframe within half a step of the grid time is as good a sample and costs one decoded frame.
-        at = keyframe if abs(keyframe - target) <= tolerance or decoder.over_budget else target
+        # A keyframe within half a step of the grid time is as good a sample and costs one decoded frame
+        # (unless an earlier time took it already).
+        snaps = abs(keyframe - target) <= tolerance and index.number_of(keyframe) not in taken
+        at = keyframe if snaps or decoder.over_budget else target
         decoded = decoder.frame_at(at)
         if decoded is not None and index.number_of(decoded[0]) not in taken:
             frames.append(_sampled(decoded, index, spec, limits, scene_change=False))
@@ -385,3 +387,26 @@ def _add_scene_changes(frames: list[SampledFrame], taken: set[int], decoder: _De
         frame = _sampled(decoded, index, spec, limits, scene_change=True)
         frames.append(frame)
         taken.add(frame.number)
+
+
+def frame_picture(data: bytes | bytearray | memoryview, time_s: float) -> Image.Image:
+    """The frame shown at ``time_s`` as displayed (rotation applied): a scan report's picture of a video's worst frame.
+
+    Raises ``VideoError`` if the video cannot be read there.
+    """
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            index = _index_frames(container, stream)
+            if not index.times:
+                raise VideoError(ErrorCode.DECODE_FAILED, "the video holds no frames")
+            if not index.keyframes:
+                index.keyframes.append(index.times[0])
+            decoded = _Decoder(container, stream, index, budget=0).frame_at(time_s)
+    except VideoError:
+        raise
+    except Exception as error:  # noqa: BLE001 - as in prepare_video: a broken file, whatever FFmpeg raised
+        raise VideoError(ErrorCode.DECODE_FAILED, f"the video could not be decoded ({type(error).__name__})") from None
+    if decoded is None:
+        raise VideoError(ErrorCode.DECODE_FAILED, f"no frame decodes at {time_s} s")
+    return decoded[1]

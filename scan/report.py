@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from PIL import Image
 
+from flexguard.inference.video import frame_picture
 from flexguard.models.preprocessing import PreprocessSpec, load_image, open_image
 from flexguard.models.vocabulary import DECISION_WORDS, DECISIONS, FLAGGED
 
@@ -71,9 +72,11 @@ TEXT = {
                       "Showing the {shown} highest-risk of {total} flagged photos."),
     "shown_sample": ("Ditambah contoh {shown} dari {total} foto yang diizinkan, untuk pemeriksaan.",
                      "Plus a sample of {shown} of {total} allowed photos, as a check."),
+    "video": ("Video {duration} dtk; bingkai terburuk pada {worst} dtk.", "Video {duration} s; worst frame at {worst} s."),
+    "flagged_at": ("Ditandai pada {times} dtk.", "Flagged at {times} s."),
     "more_errors": ("{more} berkas lagi tercantum di berkas hasil.", "{more} more are listed in the output file."),
     HIDDEN: ("tersembunyi", HIDDEN),
-    NOT_IMAGE: ("bukan gambar", NOT_IMAGE),
+    NOT_IMAGE: ("bukan foto atau video", NOT_IMAGE),
     EXCLUDED: ("dikecualikan oleh --include/--exclude", EXCLUDED),
     NOT_REGULAR: ("bukan berkas biasa", NOT_REGULAR),
     REVISITED: ("folder yang dicapai lagi lewat tautan", REVISITED),
@@ -119,13 +122,17 @@ def _thumbnail(row: dict[str, Any]) -> tuple[str | None, str]:
         data = Path(row["path"]).read_bytes()
         if hashlib.sha256(data).hexdigest() != row["sha256"]:
             return None, "changed"
-        with open_image(data) as opened:
-            # The shared loader: EXIF orientation as the model saw it (so the boxes fit), JPEG draft decoding.
-            image = load_image(opened, PreprocessSpec(size=THUMBNAIL_PX))
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=THUMBNAIL_JPEG_QUALITY)
-    except (OSError, ValueError, Image.DecompressionBombError):
+        if row.get("video_worst_time_s") is not None:
+            # A video is shown by its worst frame, the one its evidence boxes were drawn on.
+            image = frame_picture(data, row["video_worst_time_s"])
+        else:
+            with open_image(data) as opened:
+                # The shared loader: EXIF orientation as the model saw it (so the boxes fit), JPEG draft decoding.
+                image = load_image(opened, PreprocessSpec(size=THUMBNAIL_PX))
+        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=THUMBNAIL_JPEG_QUALITY)
+    except (OSError, ValueError, Image.DecompressionBombError):  # VideoError is a ValueError
         return None, "unreadable"
     return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}", ""
 
@@ -158,7 +165,18 @@ def _card(row: dict[str, Any], thumbnail: tuple[str | None, str], model: ModelId
     return (f'<article class="card {decision}" data-decision="{decision}" data-categories="{html.escape(categories)}" '
             f'data-risk="{row["risk"]}">{picture}'
             f'<div><span class="decision {decision}">{_text(decision)}</span> {_text("risk")} {row["risk"]:.{SCORE_DECIMALS}f}</div>'
-            f'<p class="path">{html.escape(row["path"])}</p><ul class="bars">{"".join(bars)}</ul></article>')
+            f'{_video_line(row)}<p class="path">{html.escape(row["path"])}</p><ul class="bars">{"".join(bars)}</ul></article>')
+
+
+def _video_line(row: dict[str, Any]) -> str:
+    """For a video: its length, the worst frame's time and when it was flagged."""
+    if row.get("video_worst_time_s") is None:
+        return ""
+    flagged = ", ".join(f"{t:g}" for t in row["video_flagged_times"] or [])
+    line = _text("video", duration=f"{row['video_duration_s']:g}", worst=f"{row['video_worst_time_s']:g}")
+    if flagged:
+        line += " " + _text("flagged_at", times=flagged)
+    return f'<p class="video">{line}</p>'
 
 
 def _counts_table(counter: Counter, heading: str, order: Sequence[str] | None = None, labelled: bool = False) -> str:

@@ -25,9 +25,12 @@ from flexguard.inference.video import PreparedVideo
 ROW_KEYS = (
     "path", "size", "sha256", "ok", "risk", "decision", "scores", "evidence",
     "width", "height", "format", "model_version", "model_weights_sha256", "error_code", "error_message",
+    # Videos only (None for a photo): its length, its worst frame's time and number, and the times of its
+    # frames at review or block.
+    "video_duration_s", "video_worst_time_s", "video_worst_frame", "video_flagged_times",
 )
-# A photo is never this big; refusing it keeps a stray disk image or video with a JPEG header from
-# being read into memory (it still gets a row, with its size and hash).
+# No photo or phone video is this big; refusing it keeps a stray disk image from being read into memory
+# (it still gets a row, with its size and hash). Videos have their own, lower limit in the engine.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 SCORE_COLUMN_PREFIX = "score_"
 
@@ -168,7 +171,16 @@ def scored_row(path: str, facts: FileFacts | None, score: ImageScore, model: Mod
         ok=True, risk=score.risk, decision=score.decision, scores=dict(score.scores),
         evidence=[{"category": e.category, "score": e.score, "box": list(e.box)} for e in score.evidence],
         width=score.width, height=score.height, format=score.format,
+        **_video_fields(score),
     )
+
+
+def _video_fields(score: ImageScore) -> dict[str, Any]:
+    video = score.video
+    if video is None:
+        return {}
+    return {"video_duration_s": video.duration_s, "video_worst_time_s": video.worst.time_s,
+            "video_worst_frame": video.worst.number, "video_flagged_times": [f.time_s for f in video.flagged]}
 
 
 def error_row(path: str, facts: FileFacts | None, code: str, message: str, model: ModelIdentity) -> dict[str, Any]:
@@ -186,6 +198,10 @@ def service_row(path: str, facts: FileFacts, result: dict[str, Any], model: Mode
         scores={entry["id"]: entry["score"] for entry in result["categories"]},
         evidence=[{"category": e["category"], "score": e["score"], "box": list(e["box"])} for e in result["evidence"]],
         width=image["width"], height=image["height"], format=image["format"],
+        **({} if not result.get("video") else {
+            "video_duration_s": result["video"]["duration_s"], "video_worst_time_s": result["video"]["worst_frame"]["time_s"],
+            "video_worst_frame": result["video"]["worst_frame"]["index"],
+            "video_flagged_times": [f["time_s"] for f in result["video"]["flagged_frames"]]}),
     )
 
 
@@ -216,8 +232,8 @@ def to_csv_record(row: dict[str, Any], category_ids: Sequence[str]) -> list[str]
         if key == "scores":
             scores = row["scores"] or {}
             cells.extend(_csv_cell(scores.get(cid)) for cid in category_ids)
-        elif key == "evidence":
-            cells.append("" if row["evidence"] is None else json.dumps(row["evidence"], separators=(",", ":")))
+        elif key in ("evidence", "video_flagged_times"):
+            cells.append("" if row[key] is None else json.dumps(row[key], separators=(",", ":")))
         else:
             cells.append(_csv_cell(row[key]))
     return cells
@@ -248,4 +264,8 @@ def from_csv_record(record: Sequence[str], category_ids: Sequence[str]) -> dict[
         "model_weights_sha256": cells["model_weights_sha256"],
         "error_code": None if ok else cells["error_code"],
         "error_message": None if ok else cells["error_message"],
+        "video_duration_s": number("video_duration_s", float),
+        "video_worst_time_s": number("video_worst_time_s", float),
+        "video_worst_frame": number("video_worst_frame", int),
+        "video_flagged_times": json.loads(cells["video_flagged_times"]) if cells.get("video_flagged_times") else None,
     }

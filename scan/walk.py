@@ -1,8 +1,8 @@
 """Which files a scan scores: folders walked recursively, photos recognised by their content.
 
 Auditors' folders are exports and archives, not curated photo sets: extensions lie or are missing,
-there are videos, documents and sidecar files, and links may point back up the tree. So a file is a
-photo when its first bytes say it is an image (whatever its name), folders reached twice through
+there are documents and sidecar files, and links may point back up the tree. So a file is a photo or
+a video when its first bytes say so (whatever its name), folders reached twice through
 links are not walked again, hidden entries are skipped, and every file left out is counted by reason
 so the summary accounts for all of them. Unreadable and empty files are *not* left out: they get an
 error row, because a photo that cannot be read is exactly what an auditor needs to see.
@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Container, Iterator, Sequence
 
+from flexguard.inference.video import VIDEO_SNIFF_BYTES, sniff_video
+
 from .rows import ScanError
 
-# Enough to tell every signature below apart.
-SNIFF_BYTES = 32
+# Enough to tell every signature below apart, and the video containers (inference.video).
+SNIFF_BYTES = max(32, VIDEO_SNIFF_BYTES)
 # Image signatures at offset 0. Formats Pillow cannot decode are listed too, on purpose: such a file
 # is still a photo the auditor should know about, and gets an "unsupported_format" error row.
 IMAGE_SIGNATURES = (
@@ -47,7 +49,7 @@ BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 # Reasons for leaving a file or folder out, as counted in the summary.
 HIDDEN = "hidden"
-NOT_IMAGE = "not an image"
+NOT_IMAGE = "not a photo or video"
 EXCLUDED = "excluded by --include/--exclude"
 NOT_REGULAR = "not a regular file"
 REVISITED = "folders reached again through a link"
@@ -74,7 +76,8 @@ def _worth_a_row(path: str) -> bool:
             head = handle.read(SNIFF_BYTES)
     except OSError:
         return True  # the scorer reads it again and records why it failed
-    return not head or looks_like_image(head)
+    # Video containers flexguard does not take (Matroska, AVI) get a row too: unsupported_format.
+    return not head or looks_like_image(head) or sniff_video(head) is not None
 
 
 def _opens_without_blocking(path: str) -> bool:

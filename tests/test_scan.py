@@ -22,6 +22,7 @@ from flexguard.models import shipped_model_path
 from flexguard.scan.journal import Journal, ScanParams, sidecar_path
 from flexguard.scan.rows import ROW_KEYS, ModelIdentity, csv_header, from_csv_record
 from flexguard.scan.walk import looks_like_image
+from videos import GREY, RED, clip
 
 SEED = 7
 USAGE_ERROR = 2
@@ -73,7 +74,11 @@ def make_tree(root: Path, seed: int = SEED) -> dict[str, dict]:
     # Left out, and counted: not images (whatever the name says), hidden, a link loop, a pipe.
     (root / "notes.txt").write_text("kwitansi\n")
     (root / "2023" / "fake.jpg").write_text("<html>not a photo</html>")
+    # Videos get one row each, whatever their name; a video header with nothing after it cannot be decoded.
     (root / "2023" / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 32)
+    expected[str(root / "2023" / "clip.mp4")] = {"ok": False, "error_code": "decode_failed"}
+    (root / "2024" / "reel").write_bytes(clip([GREY, RED, GREY], fps=5))
+    expected[str(root / "2024" / "reel")] = {"ok": True, "format": "MP4", "video": True}
     noise_photo(rng, 64, 64).save(root / ".hidden.jpg")
     noise_photo(rng, 64, 64).save(root / ".thumbnails" / "t.jpg")
     os.symlink("../..", root / "2023" / "lebaran" / "loop")
@@ -81,7 +86,7 @@ def make_tree(root: Path, seed: int = SEED) -> dict[str, dict]:
     return expected
 
 
-SKIPPED_LINE = "skipped: folders reached again through a link 1, hidden 2, not a regular file 1, not an image 3"
+SKIPPED_LINE = "skipped: folders reached again through a link 1, hidden 2, not a photo or video 2, not a regular file 1"
 
 
 def read_jsonl(path: Path) -> dict[str, dict]:
@@ -143,6 +148,12 @@ def _check_rows(rows: dict[str, dict], expected: dict[str, dict], category_ids) 
             assert row["risk"] == max(row["scores"].values())
             assert row["decision"] in ("allow", "review", "block")
             assert all(set(e) == {"category", "score", "box"} and len(e["box"]) == 4 for e in row["evidence"])
+            if want.get("video"):  # 3 s at 5 frames a second, one frame scored a second
+                assert row["video_duration_s"] == 3.0 and row["video_worst_time_s"] in (0.0, 1.0, 2.0)
+                assert row["video_worst_frame"] == round(row["video_worst_time_s"] * 5)
+                assert isinstance(row["video_flagged_times"], list)
+            else:
+                assert row["video_duration_s"] is row["video_worst_time_s"] is row["video_flagged_times"] is None
         else:
             assert row["ok"] is False and row["error_code"] == want["error_code"], (path, row)
             assert row["error_message"]
@@ -160,9 +171,9 @@ def test_every_file_is_accounted_for_in_jsonl(tree, jsonl_scan):
     assert rows[str(root / "2024" / "truncated.jpg")]["sha256"] is not None
     assert rows[str(root / "2024" / "dangling.jpg")]["size"] is None
     assert f"{out}: {len(expected)} rows" in printed
-    assert "errors: decode_failed 1, empty_file 1, read_failed 1, unsupported_format 1" in printed
+    assert "errors: decode_failed 2, empty_file 1, read_failed 1, unsupported_format 1" in printed
     assert SKIPPED_LINE in printed
-    assert "scored, 4 errors)" in printed and "files/s" in printed
+    assert "scored, 5 errors)" in printed and "files/s" in printed
 
 
 def test_csv_is_valid_and_holds_the_same_rows(tree, jsonl_scan, tmp_path):

@@ -20,8 +20,10 @@ from onnx import numpy_helper
 from flexguard.models import shipped_model_path
 from flexguard.models.metadata import compute_weights_sha256, read_info, stamp
 from test_scan import _scan_ok, noise_photo, read_csv, read_jsonl
+from videos import GREY, RED, clip
 
 N_PHOTOS = 200
+N_VIDEOS = 6
 KILL_AFTER_ROWS = 30
 # Small batches so rows trickle out and the kill lands mid-scan.
 BATCH_SIZE = "4"
@@ -43,6 +45,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
         width, height = int(rng.integers(64, 200)), int(rng.integers(64, 200))
         noise_photo(rng, width, height).save(subfolder / f"{index:04d}.jpg", quality=85)
     (folder / "album-0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    # Videos among the photos: a kill may land while one is being sampled, and each still gets one row.
+    for index in range(N_VIDEOS):
+        colours = [GREY, RED if index % 2 else GREY, GREY]
+        (folder / f"album-{index % 7}" / f"reel-{index}.mp4").write_bytes(clip(colours, fps=5))
     return folder
 
 
@@ -51,7 +57,7 @@ def uninterrupted(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     out = tmp_path_factory.mktemp("reference") / "scan.jsonl"
     _scan_ok([str(photos), "--out", str(out), "--batch-size", BATCH_SIZE])
     rows = read_jsonl(out)
-    assert len(rows) == N_PHOTOS + 1
+    assert len(rows) == N_PHOTOS + 1 + N_VIDEOS
     return rows
 
 
@@ -148,5 +154,5 @@ def test_a_scan_resumed_with_other_weights_under_the_same_version_is_refused(pho
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
     assert started_over.returncode == 0, started_over.stderr
     rows = read_jsonl(out)
-    assert len(rows) == N_PHOTOS + 1
+    assert len(rows) == N_PHOTOS + 1 + N_VIDEOS
     assert {row["model_weights_sha256"] for row in rows.values()} == {other_weights}
