@@ -29,6 +29,7 @@ from flexguard.service.review.tables import Role  # noqa: E402
 
 from live_server import serving  # noqa: E402
 from review_world import World, grey_photo, headers, make_world, photo_files, red_photo  # noqa: E402
+from videos import GREY, RED, clip  # noqa: E402
 
 PIXELS = 1.5  # how far a drawn box may be from where the fractions put it (borders, rounding)
 RED_SIZE = (480, 320)  # review_world.red_photo()'s default size
@@ -380,4 +381,45 @@ def test_the_unit_summary_is_drawn_from_known_data(page: Page, problems: list[st
     expect(summary.locator("h2")).to_have_text("Unit summary (last 12 weeks)")
     expect(summary.get_by_role("img", name=re.compile("^False alarms"))).to_contain_text("Luxury car: 50% (1/2)")
     page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
+    assert not problems
+
+
+def test_a_reviewer_sees_a_flagged_video_s_frames_with_their_times(page: Page, problems: list[str], base_url: str,
+                                                                   world: World, tmp_path: Path):
+    """A post with a video red from 3 s to 5 s: what is stored is a strip of its two flagged frames (never the
+    video), shown with the time of each under it and the worst frame's evidence box on it."""
+    video = clip([GREY] * 3 + [RED] * 2 + [GREY] * 3, fps=10)
+    answer = httpx.post(f"{base_url}/v1/submissions", headers=headers(world.submit[UNIT]),
+                        data={"account": "@dinkes.video", "caption": "Perjalanan dinas"},
+                        files=[("files", ("reel.mp4", video, "video/mp4"))], timeout=30)
+    assert answer.status_code == 201, answer.text
+    posted = answer.json()
+    [stored] = posted["photos"]
+    assert posted["status"] == "pending" and stored["image"]["format"] == "MP4"
+    assert [f["time_s"] for f in stored["video"]["flagged_frames"]] == [3.0, 4.0]
+    kept = httpx.get(f"{base_url}{stored['url']}", headers=headers(world.review[UNIT]))
+    assert kept.headers["content-type"] == "image/jpeg" and kept.content[:3] == b"\xff\xd8\xff"
+    assert video[4:8] not in kept.content[:64] and len(kept.content) != len(video)
+
+    sign_in(page, world.review[UNIT])
+    detail = open_submission(page, "@dinkes.video")
+    card = photo_card(detail, 0)
+    expect(card.locator("h4")).to_have_text("Video 1")
+    times = card.locator(".frame-times > li")
+    expect(times).to_have_count(2)
+    expect(times.nth(0)).to_contain_text("3 dtk")
+    expect(times.nth(1)).to_contain_text("4 dtk")
+    expect(card.locator(".video-facts")).to_contain_text("Videonya sendiri tidak disimpan")
+    # Each time sits under its frame of the strip, and the worst frame's box lies within that frame.
+    image = card.locator(".video-strip img")
+    img = rect(image)
+    for item, frame in zip(times.all(), stored["video"]["flagged_frames"]):
+        left, _, right, _ = frame["strip_box"]
+        assert rect(item)["x"] == pytest.approx(img["x"] + left * img["width"], abs=PIXELS)
+        assert rect(item)["y"] >= img["y"] + img["height"] - PIXELS
+    box = rect(card.locator(".box"))
+    worst_left, _, worst_right, _ = stored["video"]["worst_frame"]["strip_box"]
+    assert img["x"] + worst_left * img["width"] - PIXELS <= box["x"]
+    assert box["x"] + box["width"] <= img["x"] + worst_right * img["width"] + PIXELS
+    page.screenshot(path=str(tmp_path / "review-video.png"), full_page=True)
     assert not problems

@@ -31,6 +31,10 @@
         expired: "Kedaluwarsa" },
       photoTitle: (n) => `Foto ${n}`,
       photoAlt: (n, account) => `Foto ${n} dari unggahan ${account}`,
+      videoAlt: (n, account) => `Bingkai yang ditandai dari video ${n} unggahan ${account}`,
+      videoTitle: (n) => `Video ${n}`,
+      videoFacts: (seconds, sampled) => `Video ${seconds} dtk; ${sampled} bingkai dinilai. Videonya sendiri tidak disimpan, hanya bingkai ini.`,
+      frameAt: (seconds, risk) => `${seconds} dtk · ${risk}`,
       photoLoading: "Memuat foto…",
       photoNotStored: "Foto yang dinilai aman hanya disimpan sampai pengajuan diputuskan.",
       labelLegend: "Penilaian Anda atas tanda ini (boleh dilewati)",
@@ -92,6 +96,10 @@
         expired: "Expired" },
       photoTitle: (n) => `Photo ${n}`,
       photoAlt: (n, account) => `Photo ${n} of the post by ${account}`,
+      videoAlt: (n, account) => `The flagged frames of video ${n} of the post by ${account}`,
+      videoTitle: (n) => `Video ${n}`,
+      videoFacts: (seconds, sampled) => `Video of ${seconds} s; ${sampled} frames scored. The video itself is not kept, only these frames.`,
+      frameAt: (seconds, risk) => `${seconds} s · ${risk}`,
       photoLoading: "Loading the photo…",
       photoNotStored: "Photos the model allowed are kept only until the submission is decided.",
       labelLegend: "Your verdict on this flag (optional)",
@@ -368,6 +376,7 @@
   function photoFrame(photo) {
     const frame = el("div", { className: "frame" });
     const url = photoUrls.get(photo.position);
+    if (url && photo.video) return videoFrame(photo, frame, url);
     if (url) {
       frame.append(el("img", { src: url, alt: t().photoAlt(photo.position + 1, current.account), decoding: "async" }));
     } else {
@@ -380,12 +389,46 @@
     return frame;
   }
 
+  // What is stored of a video is a strip of its flagged frames (its worst when none is flagged), each
+  // at its strip_box; the worst frame's evidence is drawn on it there, and every frame's time under it.
+  function stripFrames(video) {
+    return [video.worst_frame, ...video.flagged_frames]
+      .filter((f, i, all) => f.strip_box && all.findIndex((g) => g.index === f.index) === i)
+      .sort((a, b) => a.time_s - b.time_s);
+  }
+
+  function videoFrame(photo, frame, url) {
+    frame.classList.add("video-strip");
+    frame.append(el("img", { src: url, alt: t().videoAlt(photo.position + 1, current.account), decoding: "async" }));
+    const worst = photo.video.worst_frame;
+    if (worst.strip_box) {
+      const [sl, , sr] = worst.strip_box;
+      const inStrip = (photo.evidence || []).map((e) => ({
+        ...e, box: [sl + e.box[0] * (sr - sl), e.box[1], sl + e.box[2] * (sr - sl), e.box[3]],
+      }));
+      window.flexguard.drawEvidence(frame, inStrip, nameIn(photo), t().locale);
+    }
+    const times = el("ol", { className: "frame-times" });
+    for (const f of stripFrames(photo.video)) {
+      const [left, , right] = f.strip_box;
+      const item = el("li", {}, t().frameAt(f.time_s.toLocaleString(t().locale), pct(clamp(f.risk))));
+      item.dataset.time = f.time_s;
+      Object.assign(item.style, { left: `${left * 100}%`, width: `${(right - left) * 100}%` });
+      times.append(item);
+    }
+    // The strip and its times share one shrink-wrapped box, so the times' percentages are the strip's.
+    return el("div", {}, el("div", { className: "video-frames" }, frame, times),
+      el("p", { className: "video-facts" }, t().videoFacts(photo.video.duration_s.toLocaleString(t().locale),
+        photo.video.frames_sampled)));
+  }
+
   function photoCard(photo) {
     const decision = decisionOf(photo.decision);
     const figure = el("figure", { className: "photo" }, photoFrame(photo));
     window.flexguard.captionEvidence(figure, photo.evidence, t().evidence, nameIn(photo), t().locale);
+    const title = photo.video ? t().videoTitle(photo.position + 1) : t().photoTitle(photo.position + 1);
     const li = el("li", { className: `card decision-${decision}` },
-      el("h4", { className: "name" }, t().photoTitle(photo.position + 1)), figure,
+      el("h4", { className: "name" }, title), figure,
       el("div", { className: "verdict" },
         el("p", { className: "decision" }, t().decisions[decision]),
         el("p", { className: "risk" }, `${t().risk}: ${pct(clamp(photo.risk))}`)));
