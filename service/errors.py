@@ -29,15 +29,19 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.DECODE_FAILED: CodeInfo(None, "The photo is in a supported format but is broken or cut short."),
     ErrorCode.TOO_MANY_PIXELS: CodeInfo(
         None, "The photo's header declares more pixels than the limit (checked before decoding), or it is a "
-              "decompression bomb."),
+              "decompression bomb; for a video, its frames are over the frame limit."),
+    ErrorCode.TOO_LONG: CodeInfo(
+        None, "The video lasts longer than the limit, by its header (checked before decoding) or by its frames."),
     ErrorCode.TOO_LARGE: CodeInfo(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        "A photo is over the byte limit, or the request body is larger than the most photos allowed could be."),
-    ErrorCode.TOO_MANY_FILES: CodeInfo(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "More photos in one request than allowed."),
+        "A photo is over the byte limit, or the request body is larger than the most photos allowed could be; "
+        "a video over its own byte limit gets this code in its own result, and the rest of the request is scored."),
+    ErrorCode.TOO_MANY_FILES: CodeInfo(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                       "More photos, or more videos, in one request than allowed."),
     ErrorCode.NO_PHOTOS: CodeInfo(HTTPStatus.UNPROCESSABLE_ENTITY, "The request carries no photo."),
     ErrorCode.BAD_REQUEST: CodeInfo(HTTPStatus.BAD_REQUEST, "The body cannot be parsed (a broken or cut-short multipart body)."),
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: CodeInfo(
-        HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "The body is neither multipart/form-data nor an image/* content type."),
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "The body is neither multipart/form-data nor an image/* or video/* content type."),
     ErrorCode.INVALID_PARAMETERS: CodeInfo(
         HTTPStatus.UNPROCESSABLE_ENTITY,
         "A parameter is invalid (a threshold outside 0-1, review above block, an unknown form field)."),

@@ -209,3 +209,34 @@ CASES: dict[str, tuple[Callable[[], bytes], tuple[str, str], str]] = {
 
 def build_all() -> dict[str, bytes]:
     return {name: build() for name, (build, _, _) in CASES.items()}
+
+
+def _flagged_clip() -> bytes:
+    from videos import GREY, RED, clip
+
+    return clip([GREY] * 3 + [RED] * 2 + [GREY] * 3, fps=10)
+
+
+def _from_clip(change: Callable[[bytes], bytes]) -> Callable[[], bytes]:
+    return lambda: change(_flagged_clip())
+
+
+def _video_cases() -> dict[str, tuple[Callable[[], bytes], tuple[str, str], str]]:
+    """Hostile videos (built by tests/videos.py); at most two videos go in one request, so these are sent
+    one by one rather than with the whole photo corpus."""
+    import videos
+
+    return {
+        "video_truncated": (_from_clip(lambda v: v[: len(v) // 2]), ("error", "decode_failed"), "cut.mp4"),
+        "video_header_only": (_from_clip(lambda v: v[:200]), ("error", "decode_failed"), "header.mp4"),
+        "video_declaring_ten_hours": (_from_clip(lambda v: videos.declaring_duration(v, videos.TEN_HOURS_S)),
+                                      ("error", "too_long"), "long.mp4"),
+        "video_16k_frame": (videos.sixteen_k_frame, ("error", "too_many_pixels"), "16k.mp4"),
+        "video_zero_frames": (videos.zero_frames, ("error", "unsupported_format"), "empty.mp4"),
+        "video_audio_only": (videos.audio_only, ("error", "unsupported_format"), "voice.m4a"),
+        "video_2000_streams": (_from_clip(videos.many_streams), ("error", "decode_failed"), "streams.mp4"),
+        "video_corrupt_packets": (_from_clip(videos.corrupt_packets), ("ok", "MP4"), "damaged.mp4"),
+    }
+
+
+VIDEO_CASES = _video_cases()

@@ -14,7 +14,7 @@ from flexguard.service.app import create_app
 from flexguard.inference.engine import Engine
 from flexguard.service.errors import CODES
 from flexguard.service.settings import Settings
-from hardening_corpus import CASES, build_all, png_declaring
+from hardening_corpus import CASES, VIDEO_CASES, build_all, png_declaring
 
 PER_REQUEST_S = 10.0  # far above any case's real time (< 0.1 s): a case that takes longer is a hang
 PER_FILE_CODES = {code.value for code, info in CODES.items() if info.status is None}
@@ -66,6 +66,20 @@ def test_each_hostile_file_as_a_raw_body(client, corpus, name):
     response = client.post("/v1/score", content=corpus[name], headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 200, (name, response.text[:300])
     check_outcome(response.json()["results"][0], expected, name)
+
+
+@pytest.mark.parametrize("name", list(VIDEO_CASES))
+def test_each_hostile_video_gets_its_documented_outcome_as_a_file_and_as_a_raw_body(client, name):
+    build, expected, filename = VIDEO_CASES[name]
+    data = build()
+    start = time.monotonic()
+    as_file = client.post("/v1/score", files=[("files", (filename, data, "application/octet-stream"))])
+    raw = client.post("/v1/score", content=data, headers={"Content-Type": "video/mp4"})
+    assert time.monotonic() - start < 2 * PER_REQUEST_S, f"{name} took too long"
+    for response in (as_file, raw):
+        assert response.status_code == 200, (name, response.text[:300])
+        check_outcome(response.json()["results"][0], expected, name)
+    assert client.get("/readyz").status_code == 200
 
 
 def test_the_whole_corpus_in_one_request_keeps_order_and_the_service_serves_on(client, corpus):

@@ -1,5 +1,5 @@
-"""Property-based: valid photos of every supported format, mutated (bit flips, byte overwrites,
-truncations, splices of two photos, inserted junk), through the engine. A mutant is scored or gets an
+"""Property-based: valid photos and videos of every supported format, mutated (bit flips, byte overwrites,
+truncations, splices of two files, inserted junk), through the engine. A mutant is scored or gets an
 ``ImageError`` with a documented per-photo code; nothing else may escape, and nothing may hang.
 
 Several thousand cases in all (FUZZ_EXAMPLES per format family; FLEXGUARD_FUZZ_EXAMPLES overrides),
@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from flexguard.inference.engine import Engine, ImageError
+from flexguard.inference.video import PreparedVideo
 from flexguard.service.errors import CODES
 
 # Pillow warns about the damage it skips over in mutated TIFF/EXIF tags; that is the point here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 FUZZ_EXAMPLES = int(os.environ.get("FLEXGUARD_FUZZ_EXAMPLES", "1000"))
-DOCUMENTED = {code for code, info in CODES.items() if info.status is None} | {"too_large"}
+DOCUMENTED = {code for code, info in CODES.items() if info.status is None} | {"too_large", "too_long"}
 SLOW_DECODE_S = 5.0
 SIZE = (96, 64)
 # Counted across the module for the closing note (see test_fuzz_case_count).
@@ -53,11 +54,30 @@ def _seeds() -> dict[str, bytes]:
     return out
 
 
-SEEDS = _seeds()
+def _video_seeds() -> dict[str, bytes]:
+    """Short, small videos of every container (one second, 5 frames a second, 64 x 48, a keyframe a second)."""
+    from videos import clip
+
+    rng = np.random.default_rng(6)
+
+    def frame(i: int) -> np.ndarray:
+        return rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+    return {
+        "MP4": clip(frame, seconds=1, fps=5, size=(64, 48)),
+        "MOV": clip(frame, seconds=1, fps=5, size=(64, 48), container="mov", codec="libx265"),
+        "WEBM": clip(frame, seconds=1, fps=5, size=(64, 48), container="webm", codec="libvpx-vp9"),
+        "3GP": clip(frame, seconds=1, fps=5, size=(176, 144), container="3gp", codec="h263"),
+    }
+
+
+SEEDS = {**_seeds(), **_video_seeds()}
 FAMILIES = {
     "jpeg_webp": ("JPEG", "WEBP"),
     "png_gif_bmp": ("PNG", "GIF", "BMP"),
     "tiff_heif": ("TIFF", "HEIF"),
+    "mp4_mov": ("MP4", "MOV"),
+    "webm_3gp": ("WEBM", "3GP"),
 }
 
 
@@ -116,7 +136,8 @@ def test_mutated_photos_give_only_documented_codes(engine, family):
             assert error.message
             outcome = str(error.code)
         else:
-            assert prepared.tensor.shape == (3, 260, 260) and np.isfinite(prepared.tensor).all()
+            tensors = [f.tensor for f in prepared.frames] if isinstance(prepared, PreparedVideo) else [prepared.tensor]
+            assert tensors and all(t.shape == (3, 260, 260) and np.isfinite(t).all() for t in tensors)
             engine.score_prepared([prepared])
             outcome = "scored"
         assert time.perf_counter() - start < SLOW_DECODE_S

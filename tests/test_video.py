@@ -7,8 +7,10 @@ high on ``luxury_car`` and grey ones low, so a test knows which seconds must be 
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,19 +18,8 @@ from PIL import Image
 
 from flexguard.inference.engine import Engine, ImageError, ImageScore
 from flexguard.inference.video import VideoLimits, sample_times, sniff_video
-from videos import (
-    GREY,
-    RED,
-    TEN_HOURS_S,
-    audio_only,
-    clip,
-    corrupt_packets,
-    declaring_duration,
-    many_streams,
-    rotated_clockwise_90,
-    sixteen_k_frame,
-    zero_frames,
-)
+from hardening_corpus import VIDEO_CASES
+from videos import GREY, RED, clip, rotated_clockwise_90
 
 # Three grey seconds, two red, three grey: frames 30-49 of 80 (10 a second) show the "luxury".
 FLAGGED_SECONDS = [GREY] * 3 + [RED] * 2 + [GREY] * 3
@@ -144,24 +135,12 @@ def test_each_limit_has_its_code(tiny_model_path, limits, make, code):
     assert isinstance(result, ImageError) and result.code == code, result
 
 
-HOSTILE = {
-    "truncated": (lambda base: base[: len(base) // 2], "decode_failed"),
-    "header_only": (lambda base: base[:200], "decode_failed"),
-    "declares_ten_hours": (lambda base: declaring_duration(base, TEN_HOURS_S), "too_long"),
-    "frame_of_16k": (lambda base: sixteen_k_frame(), "too_many_pixels"),
-    "zero_frames": (lambda base: zero_frames(), "unsupported_format"),
-    "audio_only": (lambda base: audio_only(), "unsupported_format"),
-    "two_thousand_streams": (lambda base: many_streams(base), "decode_failed"),
-    "corrupt_packets": (lambda base: corrupt_packets(base), "ok"),
-}
-
-
-@pytest.mark.parametrize("name", list(HOSTILE))
-def test_each_hostile_video_gets_its_code(engine, flagged_mp4, name):
-    make, expected = HOSTILE[name]
-    result = _score(engine, make(flagged_mp4))
-    if expected == "ok":
-        assert isinstance(result, ImageScore) and result.video.frames_sampled > 0
+@pytest.mark.parametrize("name", list(VIDEO_CASES))
+def test_each_hostile_video_gets_its_code(engine, name):
+    build, (kind, expected), _ = VIDEO_CASES[name]
+    result = _score(engine, build())
+    if kind == "ok":
+        assert isinstance(result, ImageScore) and result.format == expected and result.video.frames_sampled > 0
     else:
         assert isinstance(result, ImageError) and result.code == expected, (result.code, result.message)
         assert result.message
@@ -229,16 +208,17 @@ def test_more_videos_than_allowed_is_a_clear_4xx(client, flagged_mp4):
     assert "at most 2 videos" in response.json()["error"]["message"]
 
 
-def test_every_hostile_video_in_one_request_gets_its_code_and_the_service_serves_on(client, flagged_mp4):
-    names = list(HOSTILE)
-    files = [("files", (f"{name}.mp4", HOSTILE[name][0](flagged_mp4), "video/mp4")) for name in names]
+def test_hostile_videos_two_to_a_request_get_their_codes_and_the_service_serves_on(client, flagged_mp4):
+    names = list(VIDEO_CASES)
     # Two videos per request (the default limit): send them in pairs.
-    for first in range(0, len(files), 2):
-        response = client.post("/v1/score", files=files[first:first + 2])
+    for first in range(0, len(names), 2):
+        pair = names[first:first + 2]
+        files = [("files", (VIDEO_CASES[n][2], VIDEO_CASES[n][0](), "video/mp4")) for n in pair]
+        response = client.post("/v1/score", files=files)
         assert response.status_code == 200
-        for name, result in zip(names[first:first + 2], response.json()["results"]):
-            expected = HOSTILE[name][1]
-            assert (result["ok"] if expected == "ok" else result["error"]["code"] == expected), (name, result)
+        for name, result in zip(pair, response.json()["results"]):
+            kind, expected = VIDEO_CASES[name][1]
+            assert (result["ok"] if kind == "ok" else result["error"]["code"] == expected), (name, result)
     assert client.post("/v1/score", content=flagged_mp4, headers={"Content-Type": "video/mp4"}).status_code == 200
 
 
@@ -246,3 +226,74 @@ def test_the_model_endpoint_lists_the_video_limits(client):
     video = client.get("/v1/model").json()["limits"]["video"]
     assert video["formats"] == ["MP4", "MOV", "3GP", "WEBM"] and video["max_seconds"] == 180.0
     assert json.dumps(video)
+
+
+# --- In submissions: only a strip of the flagged frames is kept, never the video. ---
+
+
+def test_a_submitted_video_keeps_only_its_flagged_frames_and_never_goes_to_training(world, client, flagged_mp4,
+                                                                                     tmp_path):
+    from flexguard.service.review.store import Principal
+    from flexguard.service.review.tables import PhotoBlob
+    from flexguard.service.review.training_export import export_training
+    from review_world import headers
+
+    unit = "dinkes"
+    operator = Principal.command_line("test")
+    world.store.set_training_consent(operator, unit, True)
+    submit = headers(world.submit[unit])
+    cleared = client.post("/v1/submissions", headers=submit, data={"account": "@asn"},
+                          files=[("files", ("grey.mp4", clip([GREY] * 3, fps=10), "video/mp4"))]).json()
+    assert cleared["status"] == "cleared" and cleared["photos"][0]["stored"] is False
+    posted = client.post("/v1/submissions", headers=submit, data={"account": "@asn", "caption": "Mobil baru"},
+                         files=[("files", ("reel.mp4", flagged_mp4, "video/mp4"))]).json()
+    assert posted["status"] == "pending"
+    [video] = posted["photos"]
+    assert [f["time_s"] for f in video["video"]["flagged_frames"]] == [3.0, 4.0]
+    assert all(f["strip_box"] for f in video["video"]["flagged_frames"])
+    kept = client.get(video["url"], headers=headers(world.review[unit]))
+    assert kept.headers["content-type"] == "image/jpeg"
+    strip = Image.open(io.BytesIO(kept.content))
+    assert strip.height == 360 and strip.width > 2 * 360  # two 4:3 frames side by side
+    with world.store._session() as session:  # what the database holds: the strip only
+        blobs = [blob.data for blob in session.query(PhotoBlob).all()]
+    assert kept.content in blobs and all(flagged_mp4[:4096] not in blob for blob in blobs)
+
+    label = {"labels": [{"position": 0, "verdict": "correct", "categories": ["luxury_car"]}]}
+    assert client.post(f"/v1/submissions/{posted['id']}/approve", headers=headers(world.review[unit]),
+                       json=label).status_code == 200
+    report = export_training(world.store, operator, tmp_path / "batch")
+    assert report.photos == 0  # a video's frames are for its reviewers only
+
+
+# --- With the shipped model, on a real luxury photo (needs ../shared; skipped cleanly without it). ---
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "flexdata"
+LUXURY_CANDIDATES = 40  # luxury-car photos tried until one the shipped model flags is found
+
+
+@pytest.mark.shared
+def test_the_shipped_model_finds_the_seconds_that_show_a_luxury_car(tmp_path):
+    if not (SHARED / "manifest.csv").is_file():
+        pytest.skip("../shared/flexdata is not here")
+    from flexguard.models import shipped_model_path
+
+    engine = Engine(shipped_model_path(), threads=1)
+    with open(SHARED / "manifest.csv", newline="", encoding="utf-8") as handle:
+        cars = [SHARED / row["path"] for row in csv.DictReader(handle) if row["category"] == "luxury_car"]
+    photo = None
+    for path in cars[:LUXURY_CANDIDATES]:
+        [scored] = engine.score([path])
+        if isinstance(scored, ImageScore) and scored.decision == "block":
+            photo = Image.open(path).convert("RGB")
+            break
+    assert photo is not None, "no luxury car in the first photos is blocked by the shipped model"
+    width, height = 640, 480
+    car = np.asarray(photo.resize((width, height)))
+    # A grey street scene for 3 s, the car from 3 s to 5 s, grey again to 8 s.
+    video = clip(lambda i: car if 30 <= i < 50 else np.full((height, width, 3), GREY, dtype=np.uint8),
+                 seconds=8, fps=FPS, size=(width, height))
+    result = _score(engine, video)
+    assert result.decision in ("review", "block")
+    assert RED_FROM_S <= result.video.worst.time_s < RED_UNTIL_S
+    assert all(RED_FROM_S <= f.time_s < RED_UNTIL_S for f in result.video.flagged)
