@@ -119,4 +119,5 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_http.py
 	$(BIN)/python benchmarks/soak_rss.py
 	$(BIN)/python benchmarks/bench_scan.py --photos runs/bench/scan-photos --json runs/bench/scan.json
+	$(BIN)/python benchmarks/bench_video.py
 	$(BIN)/python benchmarks/report.py
