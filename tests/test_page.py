@@ -22,6 +22,7 @@ from flexguard.service.settings import Settings  # noqa: E402
 from live_server import serving  # noqa: E402
 from review_world import grey_photo as grey_png  # noqa: E402
 from review_world import red_photo as red_png  # noqa: E402
+from videos import GREY, RED, clip  # noqa: E402
 
 # A red "car" on a grey street: the tiny model (tests/conftest.py) scores red high on luxury_car, and
 # the evidence box covers only part of the photo. A plain grey photo scores low on everything.
@@ -297,4 +298,23 @@ def test_evidence_labels_fit_on_a_phone(browser: Browser, base_url: str, problem
             assert photo["y"] - 0.5 <= drawn["y"] and drawn["y"] + drawn["height"] <= photo["y"] + photo["height"] + 0.5
         assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
         page.screenshot(path=str(tmp_path / "labels.png"), full_page=True)
+    assert not problems
+
+
+def test_a_video_is_scored_and_its_flagged_seconds_shown(page: Page, problems: list[str], tmp_path: Path):
+    """A video picked on the page: previewed as a video, scored, and its flagged frames said with their times
+    and shown in the strip from the answer (a data: image, allowed by the page's policy)."""
+    page.goto("/")
+    video = {"name": "reel.mp4", "mimeType": "video/mp4", "buffer": clip([GREY] * 3 + [RED] * 2 + [GREY] * 3, fps=10)}
+    answer = choose(page, [video])
+    [result] = answer["results"]
+    assert result["video"]["flagged_frames"]
+    card = cards(page).nth(0)
+    expect(card.locator("video")).to_have_count(1)
+    expect(card.locator(".decision")).to_have_text(DECISION_WORDS[result["decision"]].id)
+    expect(card.locator(".video-facts")).to_contain_text("bingkai terburuk pada 3 dtk")
+    expect(card.locator(".video-facts")).to_contain_text("Ditandai pada 3, 4 dtk")
+    strip = card.locator(".video-facts img.strip")
+    page.wait_for_function("img => img.complete && img.naturalHeight === 96", arg=strip.element_handle())
+    page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
     assert not problems

@@ -37,7 +37,9 @@ ASSETS: dict[str, str] = {
 }
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    # data: images are the strips of a video's flagged frames in /v1/score's answer; blob: media previews a
+    # video the user picked, never sent anywhere else.
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src blob:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 HEADERS = {

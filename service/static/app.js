@@ -28,6 +28,9 @@
         block: "Foto ini menampilkan kemewahan. Sebaiknya tidak diunggah.",
       },
       photoAlt: (name) => `Foto ${name}`,
+      videoFacts: (seconds, sampled, worst) => `Video ${seconds} dtk; ${sampled} bingkai dinilai; bingkai terburuk pada ${worst} dtk.`,
+      videoFlagged: (times) => `Ditandai pada ${times} dtk:`,
+      stripAlt: "Bingkai video yang ditandai",
       noPreview: "Pratinjau tidak tersedia di peramban ini.",
       photoFailed: "Foto ini tidak dapat dinilai.",
       unauthorized: "Kunci API diperlukan atau salah (401). Isi kolom Kunci API di atas, lalu pilih foto lagi.",
@@ -55,6 +58,9 @@
         block: "This photo shows wealth. Better not to post it.",
       },
       photoAlt: (name) => `Photo ${name}`,
+      videoFacts: (seconds, sampled, worst) => `Video of ${seconds} s; ${sampled} frames scored; worst frame at ${worst} s.`,
+      videoFlagged: (times) => `Flagged at ${times} s:`,
+      stripAlt: "The video's flagged frames",
       noPreview: "No preview in this browser.",
       photoFailed: "This photo could not be scored.",
       unauthorized: "An API key is needed, or the one given is wrong (401). Enter it in the API key field above, " +
@@ -99,6 +105,11 @@
   // ---- result cards ----
   function photoFrame(item) {
     const frame = el("div", { className: "frame" });
+    if (item.file.type.startsWith("video/") || (item.result && item.result.video)) {
+      // A video is previewed as itself; its evidence is the worst frame's, shown in its strip below.
+      frame.append(el("video", { src: item.url, controls: true, muted: true, preload: "metadata", playsInline: true }));
+      return frame;
+    }
     const img = el("img", { src: item.url, alt: t().photoAlt(item.file.name), decoding: "async" });
     img.addEventListener("error", () => {
       // The browser can't show it (HEIC, a broken file): keep the card, draw boxes on a placeholder.
@@ -111,6 +122,17 @@
     const result = item.result;
     if (result && result.ok) window.flexguard.drawEvidence(frame, result.evidence, nameIn(result), t().locale);
     return frame;
+  }
+
+  function videoFacts(video) {
+    const seconds = (value) => value.toLocaleString(t().locale);
+    const facts = el("div", { className: "video-facts" },
+      el("p", {}, t().videoFacts(seconds(video.duration_s), video.frames_sampled, seconds(video.worst_frame.time_s))));
+    if (video.flagged_frames.length) {
+      facts.append(el("p", {}, t().videoFlagged(video.flagged_frames.map((f) => seconds(f.time_s)).join(", "))));
+    }
+    if (video.strip_jpeg) facts.append(el("img", { className: "strip", src: video.strip_jpeg, alt: t().stripAlt }));
+    return facts;
   }
 
   function card(item) {
@@ -138,13 +160,15 @@
     li.classList.add(`decision-${decision}`);
     li.dataset.decision = decision;
 
-    window.flexguard.captionEvidence(figure, result.evidence, t().evidence, nameIn(result), t().locale);
+    // A video has no boxes on its preview: its flagged frames are listed with their times instead.
+    if (!result.video) window.flexguard.captionEvidence(figure, result.evidence, t().evidence, nameIn(result), t().locale);
 
     li.append(el("div", { className: "verdict" },
       el("p", { className: "decision" }, t().decisions[decision]),
       el("p", { className: "risk" }, `${t().risk}: ${pct(clamp(result.risk))}`),
       el("p", { className: "decision-help" }, t().decisionHelp[decision])));
 
+    if (result.video) li.append(videoFacts(result.video));
     li.append(el("h4", {}, t().categories), window.flexguard.categoryBars(result, lang, t().locale));
     return li;
   }
