@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "FLEXGUARD_THREADS, FLEXGUARD_DECODE_THREADS, FLEXGUARD_MAX_BATCH, "
                                             "FLEXGUARD_MAX_WAIT_MS, FLEXGUARD_MAX_FILES, FLEXGUARD_MAX_BYTES, "
                                             "FLEXGUARD_MAX_PIXELS, FLEXGUARD_MAX_CONCURRENT_REQUESTS (more get 503), "
+                                            "videos: FLEXGUARD_MAX_VIDEOS (2 a request), FLEXGUARD_MAX_VIDEO_BYTES (100 MB), "
+                                            "FLEXGUARD_MAX_VIDEO_SECONDS (180), FLEXGUARD_MAX_VIDEO_FRAME_PIXELS (8K), "
+                                            "FLEXGUARD_VIDEO_FRAMES (64 scored), FLEXGUARD_VIDEO_EVERY_S (1 s apart); "
                                             "FLEXGUARD_BODY_TIMEOUT_S (slower bodies get 408), FLEXGUARD_KEEP_ALIVE_S, "
                                             "FLEXGUARD_API_KEYS (comma-separated; empty: no key "
                                             "needed), FLEXGUARD_CORS_ORIGINS (comma-separated), FLEXGUARD_RATE_LIMIT_PER_MINUTE "
@@ -326,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     scan = commands.add_parser("scan", help="score every photo in folders into a resumable JSONL/CSV file",
-                               description="Walk folders recursively and score every photo (recognised by its content) into --out, "
+                               description="Walk folders recursively and score every photo and video (recognised by its content) into --out, "
                                            "one row per file as soon as it is scored: JSON Lines, or CSV when the name ends in .csv. "
                                            "Rerunning the same command after a crash or Ctrl-C continues where it stopped. "
                                            "Hidden files and folders and files that are not images are skipped and counted.")

@@ -32,5 +32,5 @@ def test_ray_rows_equal_local_rows(no_ray_left, tmp_path: Path):
     # No --ray-address: the scan starts Ray here with --workers CPUs, and stops it at the end. Small
     # batches so both actors get work; CSV on this side shows the format does not depend on the engine.
     printed = _scan_ok([str(root), "--out", str(distributed), "--engine", "ray", "--workers", RAY_CPUS, "--batch-size", "2"])
-    assert "scanned 9 files (5 scored, 4 errors)" in printed
+    assert "scanned 11 files (6 scored, 5 errors)" in printed
     assert read_csv(distributed) == read_jsonl(local)
