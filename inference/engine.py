@@ -38,7 +38,8 @@ from flexguard.models.preprocessing import Placement, load_image, open_image, pr
 
 from flexguard.models.vocabulary import Decision, ErrorCode
 
-from .video import VIDEO_SNIFF_BYTES, PreparedVideo, SampledFrame, VideoError, VideoLimits, prepare_video, sniff_video
+from .errors import ImageError
+from .video import VIDEO_SNIFF_BYTES, PreparedVideo, SampledFrame, VideoLimits, prepare_video, sniff_video
 
 # An evidence box covers the map cells that reach this share of the category's peak activation and
 # touch the peak: the object's extent without stray activity elsewhere in the photo.
@@ -66,15 +67,6 @@ def available_cores() -> int:
 
 class ModelLoadError(RuntimeError):
     """The model file is missing, unreadable, or not a flexguard model."""
-
-
-class ImageError(ValueError):
-    """A photo that cannot be scored; ``code`` is stable for clients to branch on."""
-
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -237,10 +229,7 @@ class Engine:
         except OSError:  # unreadable: the photo path reports it as it always has
             video_format = None
         if video_format is not None:
-            try:
-                return prepare_video(_all_bytes(source), self.info.preprocess, self.video_limits, video_format)
-            except VideoError as error:
-                raise ImageError(error.code, error.message) from None
+            return prepare_video(_all_bytes(source), self.info.preprocess, self.video_limits, video_format)
         return self._prepare_photo(source)
 
     def _prepare_photo(self, source: str | os.PathLike | bytes | BinaryIO) -> Prepared:

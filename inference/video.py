@@ -32,6 +32,8 @@ from PIL import Image
 from flexguard.models.preprocessing import Placement, PreprocessSpec, load_image, preprocess
 from flexguard.models.vocabulary import ErrorCode
 
+from .errors import ImageError
+
 # Enough of a file's start to tell the containers apart (an EBML header names its doc type early).
 VIDEO_SNIFF_BYTES = 64
 # ISO media (MP4, MOV, 3GP, and HEIF photos) opens with an "ftyp" box; old QuickTime files may open
@@ -78,15 +80,6 @@ _SAME_TIME_S = 1e-6
 # input, not converted to RGB at full size and resized from there (4x less resizing, measured).
 DRAFT_FACTOR = 2
 _MS_PER_S = 1000.0
-
-
-class VideoError(ValueError):
-    """A video that cannot be scored; ``code`` is one of the engine's per-item error codes."""
-
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -186,54 +179,54 @@ class _FrameIndex:
 
 
 def prepare_video(data: bytes | bytearray | memoryview, spec: PreprocessSpec, limits: VideoLimits, container_format: str) -> PreparedVideo:
-    """Sample, decode and preprocess the frames to score; ``VideoError`` says why a video cannot be scored."""
+    """Sample, decode and preprocess the frames to score; ``ImageError`` says why a video cannot be scored."""
     start = time.perf_counter()
     if container_format not in VIDEO_FORMATS:
-        raise VideoError(ErrorCode.UNSUPPORTED_FORMAT,
+        raise ImageError(ErrorCode.UNSUPPORTED_FORMAT,
                          f"{container_format} is not a supported video container (supported: {', '.join(VIDEO_FORMATS)})")
     size = memoryview(data).nbytes
     if size > limits.max_bytes:
-        raise VideoError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {limits.max_bytes} bytes for a video")
+        raise ImageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {limits.max_bytes} bytes for a video")
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             return _prepare(container, spec, limits, container_format, start)
-    except VideoError:
+    except ImageError:
         raise
     except av.FFmpegError as error:
-        raise VideoError(ErrorCode.DECODE_FAILED, f"the video could not be decoded: {error.strerror or error}") from None
+        raise ImageError(ErrorCode.DECODE_FAILED, f"the video could not be decoded: {error.strerror or error}") from None
     except Exception as error:  # noqa: BLE001
         # Demuxers and decoders fed hostile bytes raise more than FFmpeg's errors (ValueError on an
         # absurd time base, MemoryError on a huge declared size...): each is still a broken video.
-        raise VideoError(ErrorCode.DECODE_FAILED, f"the video could not be decoded ({type(error).__name__})") from None
+        raise ImageError(ErrorCode.DECODE_FAILED, f"the video could not be decoded ({type(error).__name__})") from None
 
 
 def _prepare(container: av.container.InputContainer, spec: PreprocessSpec, limits: VideoLimits, container_format: str,
              start: float) -> PreparedVideo:
     if len(container.streams) > MAX_STREAMS:
-        raise VideoError(ErrorCode.UNSUPPORTED_FORMAT,
+        raise ImageError(ErrorCode.UNSUPPORTED_FORMAT,
                          f"the file holds {len(container.streams)} streams; a video post has at most {MAX_STREAMS}")
     if not container.streams.video:
-        raise VideoError(ErrorCode.UNSUPPORTED_FORMAT, "the file holds no video stream")
+        raise ImageError(ErrorCode.UNSUPPORTED_FORMAT, "the file holds no video stream")
     stream = container.streams.video[0]
     declared = _declared_duration(container, stream)
     if declared is not None and declared > limits.max_duration_s:
-        raise VideoError(ErrorCode.TOO_LONG,
+        raise ImageError(ErrorCode.TOO_LONG,
                          f"the video lasts {declared:.1f} s by its header, over the limit of {limits.max_duration_s:g} s")
     width, height = stream.codec_context.width, stream.codec_context.height
     _check_pixels(width, height, limits)
     # The codec's own name (av1), not its decoder's (libdav1d).
     codec = stream.codec_context.codec.canonical_name
     if codec not in VIDEO_CODECS:
-        raise VideoError(ErrorCode.UNSUPPORTED_FORMAT,
+        raise ImageError(ErrorCode.UNSUPPORTED_FORMAT,
                          f"{codec} video is not supported (supported: {', '.join(sorted(VIDEO_CODECS))})")
 
     index = _index_frames(container, stream)
     if not index.times:
-        raise VideoError(ErrorCode.DECODE_FAILED, "the video holds no frames")
+        raise ImageError(ErrorCode.DECODE_FAILED, "the video holds no frames")
     frame_step = (index.times[-1] - index.times[0]) / max(len(index.times) - 1, 1)
     duration = index.times[-1] + frame_step
     if duration > limits.max_duration_s:
-        raise VideoError(ErrorCode.TOO_LONG,
+        raise ImageError(ErrorCode.TOO_LONG,
                          f"the video lasts {duration:.1f} s, over the limit of {limits.max_duration_s:g} s")
     if not index.keyframes:  # a stream whose packets carry no keyframe flag: decode from its start
         index.keyframes.append(index.times[0])
@@ -256,7 +249,7 @@ def _prepare(container: av.container.InputContainer, spec: PreprocessSpec, limit
             taken.add(frames[-1].number)
     _add_scene_changes(frames, taken, decoder, index, spec, limits)
     if not frames:
-        raise VideoError(ErrorCode.DECODE_FAILED, "no frame of the video could be decoded")
+        raise ImageError(ErrorCode.DECODE_FAILED, "no frame of the video could be decoded")
     frames.sort(key=lambda f: f.time_s)
     return PreparedVideo(
         frames=tuple(frames), width=frames[0].width, height=frames[0].height, format=container_format, codec=codec,
@@ -276,7 +269,7 @@ def _declared_duration(container: av.container.InputContainer, stream: av.VideoS
 
 def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:
     if width * height > limits.max_frame_pixels:
-        raise VideoError(ErrorCode.TOO_MANY_PIXELS,
+        raise ImageError(ErrorCode.TOO_MANY_PIXELS,
                          f"{width}x{height} frames are over the limit of {limits.max_frame_pixels} pixels")
 
 
@@ -434,21 +427,21 @@ def _add_scene_changes(frames: list[SampledFrame], taken: set[int], decoder: _De
 def frame_picture(data: bytes | bytearray | memoryview, time_s: float) -> Image.Image:
     """The frame shown at ``time_s`` as displayed (rotation applied): a scan report's picture of a video's worst frame.
 
-    Raises ``VideoError`` if the video cannot be read there.
+    Raises ``ImageError`` if the video cannot be read there.
     """
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
             index = _index_frames(container, stream)
             if not index.times:
-                raise VideoError(ErrorCode.DECODE_FAILED, "the video holds no frames")
+                raise ImageError(ErrorCode.DECODE_FAILED, "the video holds no frames")
             if not index.keyframes:
                 index.keyframes.append(index.times[0])
             decoded = _Decoder(container, stream, index, budget=0, longest_side=KEPT_FRAME_SIDE).frame_at(time_s)
-    except VideoError:
+    except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - as in prepare_video: a broken file, whatever FFmpeg raised
-        raise VideoError(ErrorCode.DECODE_FAILED, f"the video could not be decoded ({type(error).__name__})") from None
+        raise ImageError(ErrorCode.DECODE_FAILED, f"the video could not be decoded ({type(error).__name__})") from None
     if decoded is None:
-        raise VideoError(ErrorCode.DECODE_FAILED, f"no frame decodes at {time_s} s")
+        raise ImageError(ErrorCode.DECODE_FAILED, f"no frame decodes at {time_s} s")
     return decoded[1]

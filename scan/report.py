@@ -132,7 +132,7 @@ def _thumbnail(row: dict[str, Any]) -> tuple[str | None, str]:
         image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=THUMBNAIL_JPEG_QUALITY)
-    except (OSError, ValueError, Image.DecompressionBombError):  # VideoError is a ValueError
+    except (OSError, ValueError, Image.DecompressionBombError):  # ImageError (a video's) is a ValueError
         return None, "unreadable"
     return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}", ""
 
