@@ -297,3 +297,22 @@ def test_the_shipped_model_finds_the_seconds_that_show_a_luxury_car(tmp_path):
     assert result.decision in ("review", "block")
     assert RED_FROM_S <= result.video.worst.time_s < RED_UNTIL_S
     assert all(RED_FROM_S <= f.time_s < RED_UNTIL_S for f in result.video.flagged)
+
+
+def test_the_scan_report_shows_a_video_by_its_worst_frame(engine, flagged_mp4, tmp_path):
+    """The report's picture of a video is the frame its evidence was drawn on (red, from the 3-5 s range)."""
+    from flexguard.scan.report import _thumbnail, _video_line
+    from flexguard.scan.rows import ModelIdentity, load, score_loaded
+
+    path = tmp_path / "reel.mp4"
+    path.write_bytes(flagged_mp4)
+    [row] = score_loaded(engine, [load(engine, str(path))])
+    assert row["format"] == "MP4" and RED_FROM_S <= row["video_worst_time_s"] < RED_UNTIL_S
+    uri, reason = _thumbnail(row)
+    assert uri is not None, reason
+    picture = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    red, green, _ = np.asarray(picture, dtype=float).reshape(-1, 3).mean(axis=0)
+    assert red > 150 and green < 90
+    line = _video_line(row)
+    assert "worst frame at 3 s" in line and "Flagged at 3, 4 s" in line
+    assert ModelIdentity.from_info(engine.info).weights_sha256 == row["model_weights_sha256"]
