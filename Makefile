@@ -108,9 +108,9 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # The benchmark suite (benchmarks/, docs/performance.md): model only, decode + preprocess, end to end
-# over HTTP against the naive peer, the RSS soak, and the scan. Prints tables, writes JSON and
-# runs/bench/summary.md. ~6 min on 2 cores once the generated photos are cached under runs/bench/
-# (the first run also generates them: ~5 min more). Numbers depend on what else the machine is doing:
+# over HTTP against the naive peer, the RSS soak, the scan, and a 30 s 1080p video. Prints tables, writes
+# JSON and runs/bench/summary.md. ~8 min on 2 cores once the generated photos and clip are cached under
+# runs/bench/ (the first run also generates them: ~6 min more). Numbers depend on what else the machine is doing:
 # run it on a quiet machine. Never part of `make test`.
 .PHONY: bench
 bench: $(VENV)/.installed-test
