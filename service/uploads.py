@@ -198,7 +198,8 @@ class _Form:
         self._part_limit = 0
         self._part_name = ""
         self._part_label = ""
-        self._sniffed = False  # whether this file's first bytes were looked at for a video
+        # For a file part: None until its first bytes say whether it is a video (text fields: False).
+        self._is_video: bool | None = False
         self._refused = False  # a video over its limit: its remaining bytes are dropped
         self._videos = 0
         self._parser = MultipartParser(
@@ -234,6 +235,7 @@ class _Form:
         name = options.get(b"name", b"").decode(_HEADER_ENCODING)
         self._part = bytearray()
         self._part_name = name
+        self._is_video = False  # only a file part is looked at (below), never a text field
         if name == PHOTO_FIELD:
             photos = self.upload.photos
             if len(photos) == self._limits.max_files:
@@ -243,7 +245,7 @@ class _Form:
             shown = f" ({filename.decode('utf-8', 'replace')!r})" if filename else ""
             self._part_label = f"photo {len(photos) + 1}{shown}"
             self._part_limit = self._limits.max_bytes
-            self._sniffed = not self._limits.max_videos  # nothing to look for when videos are not taken
+            self._is_video = None if self._limits.max_videos else False  # nothing to look for when videos are not taken
             self._refused = False
             photos.append(self._part)
         elif name in self._limits.fields:
@@ -258,13 +260,13 @@ class _Form:
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._refused:
             return
-        if not self._sniffed and len(self._part) + (end - start) >= VIDEO_SNIFF_BYTES:
-            self._sniffed = True
+        if self._is_video is None and len(self._part) + (end - start) >= VIDEO_SNIFF_BYTES:
             head = bytes(self._part) + bytes(data[start:start + VIDEO_SNIFF_BYTES])
-            if sniff_video(head[:VIDEO_SNIFF_BYTES]) is not None:
+            self._is_video = sniff_video(head[:VIDEO_SNIFF_BYTES]) is not None
+            if self._is_video:
                 self._take_video()
         if len(self._part) + (end - start) > self._part_limit:
-            if self._part_limit == self._limits.max_video_bytes and self._part_name == PHOTO_FIELD:
+            if self._is_video:
                 # One video too big does not cost the request its other files: it gets its own error.
                 self._refused = True
                 self.upload.photos[-1] = ImageError(ErrorCode.TOO_LARGE, f"{self._part_label} is over the limit of "

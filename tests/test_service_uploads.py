@@ -154,3 +154,27 @@ def test_fields_beyond_the_thresholds_are_read_within_their_own_limits():
     assert "caption" in error.message
     error = refused("invalid_parameters", MULTIPART, Body([form(part("files", b"p"), part("review_threshold", b"0.1"))]), limits=limits)
     assert "'caption'" in error.message
+
+
+# A file whose first bytes name an MP4 (an "ftyp" box): a video, whatever its part says.
+MP4_HEAD = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 60
+VIDEO_LIMITS = UploadLimits(max_files=3, max_bytes=1000, fields={"caption": 200}, max_videos=1, max_video_bytes=1000)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 100_000])
+def test_a_photo_over_its_limit_refuses_the_request_even_when_videos_have_the_same_limit(chunk_size):
+    """Only a video over its limit gets its own error; a photo over the (equal) photo limit is still a 413."""
+    data = form(part("files", b"\xff\xd8" + b"\x00" * 1200, "big.jpg"))
+    refused("too_large", MULTIPART, Body(chunked(data, chunk_size)), limits=VIDEO_LIMITS)
+    video = read(MULTIPART, Body(chunked(form(part("files", MP4_HEAD + b"\x00" * 1200, "big.mp4"),
+                                              part("files", b"\xff\xd8ok", "a.jpg")), chunk_size)), limits=VIDEO_LIMITS)
+    assert video.photos[0].code == "too_large" and bytes(video.photos[1]) == b"\xff\xd8ok"
+
+
+def test_a_text_field_is_never_taken_for_a_video():
+    """A caption whose bytes happen to look like an MP4 keeps its own limit and uses no video place."""
+    caption = MP4_HEAD[:150]
+    upload = read(MULTIPART, Body([form(part("caption", caption), part("files", MP4_HEAD, "clip.mp4"))]),
+                  limits=VIDEO_LIMITS)
+    assert upload.fields["caption"] and bytes(upload.photos[0]) == MP4_HEAD
+    refused("invalid_parameters", MULTIPART, Body([form(part("caption", MP4_HEAD * 4))]), limits=VIDEO_LIMITS)
