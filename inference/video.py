@@ -23,6 +23,8 @@ import bisect
 import io
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import av
@@ -187,9 +189,15 @@ def prepare_video(data: bytes | bytearray | memoryview, spec: PreprocessSpec, li
     size = memoryview(data).nbytes
     if size > limits.max_bytes:
         raise ImageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {limits.max_bytes} bytes for a video")
+    with _broken_video_is_decode_failed(), av.open(io.BytesIO(data), mode="r") as container:
+        return _prepare(container, spec, limits, container_format, start)
+
+
+@contextmanager
+def _broken_video_is_decode_failed() -> Iterator[None]:
+    """Whatever FFmpeg or PyAV raise on a video becomes its ``decode_failed``; our own ``ImageError`` passes."""
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            return _prepare(container, spec, limits, container_format, start)
+        yield
     except ImageError:
         raise
     except av.FFmpegError as error:
@@ -221,16 +229,11 @@ def _prepare(container: av.container.InputContainer, spec: PreprocessSpec, limit
                          f"{codec} video is not supported (supported: {', '.join(sorted(VIDEO_CODECS))})")
 
     index = _index_frames(container, stream)
-    if not index.times:
-        raise ImageError(ErrorCode.DECODE_FAILED, "the video holds no frames")
     frame_step = (index.times[-1] - index.times[0]) / max(len(index.times) - 1, 1)
     duration = index.times[-1] + frame_step
     if duration > limits.max_duration_s:
         raise ImageError(ErrorCode.TOO_LONG,
                          f"the video lasts {duration:.1f} s, over the limit of {limits.max_duration_s:g} s")
-    if not index.keyframes:  # a stream whose packets carry no keyframe flag: decode from its start
-        index.keyframes.append(index.times[0])
-
     stream.thread_type = "SLICE"
     decoder = _Decoder(container, stream, index, budget=limits.max_frames * DECODE_BUDGET_PER_SAMPLE,
                        longest_side=max(KEPT_FRAME_SIDE, DRAFT_FACTOR * spec.size))
@@ -274,7 +277,11 @@ def _check_pixels(width: int, height: int, limits: VideoLimits) -> None:
 
 
 def _index_frames(container: av.container.InputContainer, stream: av.VideoStream) -> _FrameIndex:
-    """Read the packets (not their pictures): each frame's time from the start, and the keyframes'."""
+    """Read the packets (not their pictures): each frame's time from the start, and the keyframes'.
+
+    ``ImageError`` for a stream with no frame; a stream whose packets carry no keyframe flag is decoded
+    from its first frame.
+    """
     origin = stream.start_time or 0
     base = stream.time_base
     times, keyframes = [], []
@@ -285,9 +292,11 @@ def _index_frames(container: av.container.InputContainer, stream: av.VideoStream
         times.append(seconds)
         if packet.is_keyframe:
             keyframes.append(seconds)
+    if not times:
+        raise ImageError(ErrorCode.DECODE_FAILED, "the video holds no frames")
     times.sort()
     keyframes.sort()
-    return _FrameIndex(times, keyframes)
+    return _FrameIndex(times, keyframes or [times[0]])
 
 
 class _Decoder:
@@ -429,19 +438,10 @@ def frame_picture(data: bytes | bytearray | memoryview, time_s: float) -> Image.
 
     Raises ``ImageError`` if the video cannot be read there.
     """
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            stream = container.streams.video[0]
-            index = _index_frames(container, stream)
-            if not index.times:
-                raise ImageError(ErrorCode.DECODE_FAILED, "the video holds no frames")
-            if not index.keyframes:
-                index.keyframes.append(index.times[0])
-            decoded = _Decoder(container, stream, index, budget=0, longest_side=KEPT_FRAME_SIDE).frame_at(time_s)
-    except ImageError:
-        raise
-    except Exception as error:  # noqa: BLE001 - as in prepare_video: a broken file, whatever FFmpeg raised
-        raise ImageError(ErrorCode.DECODE_FAILED, f"the video could not be decoded ({type(error).__name__})") from None
+    with _broken_video_is_decode_failed(), av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        index = _index_frames(container, stream)
+        decoded = _Decoder(container, stream, index, budget=0, longest_side=KEPT_FRAME_SIDE).frame_at(time_s)
     if decoded is None:
         raise ImageError(ErrorCode.DECODE_FAILED, f"no frame decodes at {time_s} s")
     return decoded[1]
