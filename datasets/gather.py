@@ -135,13 +135,26 @@ def source_blobs(git_dir: Path, under: str = "") -> Iterator[Blob]:
 
 
 def source_license(git_dir: Path) -> str:
-    """The first line of the repository's licence file as found, or ``none found``."""
-    top = _git(git_dir, "ls-tree", "--name-only", "HEAD").decode("utf-8", "replace").splitlines()
-    for name in top:
-        if LICENSE_NAMES.match(name):
-            text = _git(git_dir, "show", f"HEAD:{name}").decode("utf-8", "replace").strip()
-            first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-            return f"{name}: {first[:80]}"
+    """The first line of the repository's licence file as found, or ``none found``.
+
+    Template sites often keep their terms in a ``license/`` folder rather than a file: then the first
+    file in it is read, and named with its folder, so a tree listing is never recorded as a licence.
+    """
+    for line in _git(git_dir, "ls-tree", "HEAD").decode("utf-8", "replace").splitlines():
+        info, _, name = line.partition("\t")
+        kind = info.split()[1]
+        if not LICENSE_NAMES.match(name):
+            continue
+        if kind == "tree":
+            inside = _git(git_dir, "ls-tree", "--name-only", f"HEAD:{name}").decode("utf-8", "replace").splitlines()
+            if not inside:
+                continue
+            name = f"{name}/{inside[0]}"
+        elif kind != "blob":
+            continue
+        text = _git(git_dir, "show", f"HEAD:{name}").decode("utf-8", "replace").strip()
+        first = next((row.strip() for row in text.splitlines() if row.strip()), "")
+        return f"{name}: {first[:80]}"
     return "none found"
 
 

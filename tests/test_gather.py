@@ -119,6 +119,25 @@ def test_files_of_one_name_in_two_folders_are_stored_apart():
     assert first != second and first.startswith("someone+toko-tas__tas_") and first.endswith(".jpg")
 
 
+def _repo(work: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "files"], check=True)
+    return work / ".git"
+
+
+def test_the_licence_is_read_from_a_file_or_from_a_licence_folder(source, tmp_path):
+    assert gather.source_license(source) == "LICENSE: MIT License"
+    # Website templates keep their terms in a folder: the file inside is read, never the folder's listing.
+    templated = _repo(tmp_path / "template", {"index.html": "<p>\n", "license/terms-of-use.txt": "\nUse per the site's terms.\n"})
+    assert gather.source_license(templated) == "license/terms-of-use.txt: Use per the site's terms."
+    assert gather.source_license(_repo(tmp_path / "bare", {"index.html": "<p>\n"})) == "none found"
+
+
 def test_a_source_in_the_reference_data_is_refused(source, tmp_path):
     reference = tmp_path / "flexdata" / "manifest.csv"
     reference.parent.mkdir()
