@@ -101,12 +101,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.stamp and per_fold:
         raise UserError("--split folds has one model per fold: stamp its figures into the model trained on all data "
                         "with --stamp-into PATH")
+    if args.thresholds == "stamped" and per_fold:
+        raise UserError("--thresholds stamped: cross-validation chooses its thresholds on the pooled out-of-fold scores")
+    if args.thresholds == "stamped" and (args.stamp or args.stamp_into is not None):
+        raise UserError("--thresholds stamped keeps the model's thresholds: there is nothing new to stamp")
     if args.stamp_into is not None and not args.stamp_into.is_file():
         raise UserError(f"--stamp-into: model not found: {args.stamp_into}")
     manifest = load_manifests(args.manifest)
     files = evaluate(models, primary=next(iter(models)), manifest=manifest, split=args.split, out_dir=args.out,
                      split_options=_split_options(args),
-                     notes=args.note)
+                     notes=args.note, thresholds=args.thresholds)
     print(f"report: {files.markdown}\n        {files.html}\nmetrics: {files.metrics}")
     primary, primary_path = next(iter(models.items()))
     if args.max_auc_drop is not None:
@@ -270,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "folds: cross-validation, each fold scored by its own model (a model path with {fold}, "
                                "e.g. runs/cv/fold-{fold}/flexguard.onnx), the out-of-fold scores pooled")
     evaluate.add_argument("--out", type=Path, default=Path("runs/eval"), help="report folder (default: runs/eval)")
+    evaluate.add_argument("--thresholds", choices=("chosen", "stamped"), default="chosen",
+                          help="chosen: review and block thresholds chosen on these photos at 5%% and 1%% FPR "
+                               "(default); stamped: each model's own, as its users get them (for photos from "
+                               "new sources)")
     evaluate.add_argument("--note", action="append", default=[], help="a line to add under the report's title (repeatable)")
     evaluate.add_argument("--stamp", action="store_true",
                           help="write the first model's thresholds and metrics from this evaluation into its ONNX file")

@@ -91,8 +91,33 @@ def test_each_fold_is_scored_by_its_own_model_and_the_folds_are_pooled(manifest,
     (("--model", "m=models/fold-{fold}/m.onnx", "--split", "group"), "needs --split folds"),
     (("--model", "m=nowhere/fold-{fold}/m.onnx"), "not found: nowhere/fold-0/m.onnx"),
     (("--model", "MODEL", "--stamp"), "--stamp-into"),
+    (("--model", "MODEL", "--thresholds", "stamped"), "pooled out-of-fold"),
 ])
 def test_mistakes_are_one_line(manifest, fold_models, tmp_path, capsys, options, message):
     options = tuple(str(fold_models / "fold-{fold}" / "m.onnx") if option == "MODEL" else option for option in options)
     assert evaluate(manifest, tmp_path / "r", *options) == USER_ERROR
     assert message in capsys.readouterr().err
+
+
+def test_a_test_on_new_sources_can_keep_the_models_stamped_thresholds(manifest, tiny_model_path, tmp_path):
+    """On photos from new sources the question is what users get: the thresholds in the file, not new ones."""
+    stamped = read_info(tiny_model_path).thresholds
+    out = tmp_path / "kept"
+    assert main(["evaluate", "--manifest", str(manifest), "--out", str(out), "--split", "all",
+                 "--model", f"m={tiny_model_path}", "--thresholds", "stamped"]) == 0
+    kept = json.loads((out / "metrics.json").read_text())["models"]["m"]["thresholds"]
+    assert (kept["review"], kept["block"]) == (stamped.review, stamped.block)
+    assert "as stamped in its file" in (out / "report.md").read_text()
+
+    chosen_out = tmp_path / "chosen"
+    assert main(["evaluate", "--manifest", str(manifest), "--out", str(chosen_out), "--split", "all",
+                 "--model", f"m={tiny_model_path}"]) == 0
+    chosen = json.loads((chosen_out / "metrics.json").read_text())["models"]["m"]["thresholds"]
+    assert (chosen["review"], chosen["block"]) != (stamped.review, stamped.block)
+    assert "chosen on validation" in (chosen_out / "report.md").read_text()
+
+
+def test_stamping_thresholds_that_were_kept_is_refused(manifest, tiny_model_path, tmp_path, capsys):
+    assert main(["evaluate", "--manifest", str(manifest), "--out", str(tmp_path / "r"), "--split", "all",
+                 "--model", str(tiny_model_path), "--thresholds", "stamped", "--stamp"]) == USER_ERROR
+    assert "nothing new to stamp" in capsys.readouterr().err

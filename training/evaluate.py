@@ -4,7 +4,9 @@ Models are run through the same inference engine as the service (``inference/eng
 figures describe the file that ships, not a training-time approximation of it. Each model's review
 and block thresholds are chosen on the evaluated photos (5% and 1% false-positive rate), which puts
 every model on the same footing; the primary model's thresholds and metrics can then be stamped
-into its file (``--stamp``, or ``--stamp-into`` another file).
+into its file (``--stamp``, or ``--stamp-into`` another file). On photos from new sources, a test of
+the model as it ships, ``--thresholds stamped`` keeps each model's own stamped thresholds instead:
+choosing them on the test photos would hide how far they drift from what users get.
 
 ``--split folds`` is cross-validation: each fold's photos are scored by the model trained without
 them (a path with ``{fold}`` names one model per fold; a path without it serves every fold), and the
@@ -30,6 +32,8 @@ from .report import EvalResult, ReportFiles, write_report
 
 SCORE_BATCH = 32
 SPLITS = ("group", "random", "all", "folds")
+# Where the review and block thresholds come from: chosen on the evaluated photos, or each model's own file.
+THRESHOLD_SOURCES = ("chosen", "stamped")
 # In a model path, replaced by the fold number under --split folds.
 FOLD_FIELD = "{fold}"
 DEFAULT_SPLIT_OPTIONS = {"val_fold": 0, "n_folds": 5, "seed": 0, "train_only": [], "by": "group"}
@@ -83,12 +87,19 @@ def evaluate(
     out_dir: Path,
     split_options: dict | None = None,
     notes: list[str] | None = None,
+    thresholds: str = "chosen",
 ) -> ReportFiles:
     """Score ``manifest``'s split with each model and write ``report.md``, ``report.html`` and ``metrics.json``.
 
     ``split_options``: ``group_split``'s keyword arguments (default: fold 0 of 5 by group, seed 0).
+    ``thresholds``: "chosen" on these photos, or each model's "stamped" ones (not with folds, whose
+    models each carry their own fold's thresholds).
     """
+    if thresholds not in THRESHOLD_SOURCES:
+        raise ValueError(f"thresholds must be one of {THRESHOLD_SOURCES}, not {thresholds!r}")
     if split == "folds":
+        if thresholds != "chosen":
+            raise ValueError("cross-validation chooses its thresholds on the pooled out-of-fold scores")
         return _evaluate_folds(models, primary, manifest, out_dir, split_options or {}, notes or [])
     subset, description = select_split(manifest, split, split_options or {})
     labels = subset.labels()
@@ -97,10 +108,11 @@ def evaluate(
     for name, path in models.items():
         engine = Engine(path)
         scores = score_manifest(engine, subset, desc=f"scoring with {name}")
-        thresholds = choose_thresholds(flex_mask(labels), overall_risk(scores))
-        results.append(EvalResult.evaluate(name, labels, scores, thresholds, paths, subset.sources(), subset.hard_negatives()))
+        chosen = engine.info.thresholds if thresholds == "stamped" else choose_thresholds(flex_mask(labels), overall_risk(scores))
+        results.append(EvalResult.evaluate(name, labels, scores, chosen, paths, subset.sources(), subset.hard_negatives()))
     all_notes = [f"Photos: {len(subset)} ({description}).", f"Data manifest sha256: {manifest.sha256}.", *(notes or [])]
-    return write_report(out_dir, results, primary=primary, title="flexguard evaluation", notes=all_notes)
+    return write_report(out_dir, results, primary=primary, title="flexguard evaluation", notes=all_notes,
+                        thresholds_stamped=thresholds == "stamped")
 
 
 def _evaluate_folds(models: dict[str, Path], primary: str, manifest: Manifest, out_dir: Path, split_options: dict,

@@ -544,6 +544,7 @@ def write_report(
     title: str = DEFAULT_TITLE,
     notes: Sequence[str] = (),
     n_examples: int = DEFAULT_EXAMPLES,
+    thresholds_stamped: bool = False,
 ) -> ReportFiles:
     """Write ``metrics.json``, the plots, thumbnails, ``report.md`` and ``report.html`` into ``out_dir``.
 
@@ -588,6 +589,9 @@ def write_report(
            _fold_table(results)) if all("folds" in result.metrics for result in results) else ()),
         _Heading("Thresholds"),
         _Paragraph(
+            "Each model's thresholds as stamped in its file (chosen on its own validation, not on these "
+            "photos): what the model's users get."
+            if thresholds_stamped else
             f"Each model's own thresholds, chosen on validation for {REVIEW_FPR:.0%} (review) and "
             f"{BLOCK_FPR:.0%} (block) false-positive rate on ordinary photos."
         ),
