@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image, ImageDraw
 
@@ -198,6 +199,12 @@ def test_quantized_copy_describes_itself_and_is_refused_past_the_auc_budget(tiny
     info = Engine(int8).info
     assert info.name.endswith("-int8") and info.category_ids == CATEGORY_IDS
     assert int8.stat().st_size < tiny_onnx.stat().st_size / 2
+    # The networks are INT8 but the heads stay float: quantised scores would sit on a 1/255 grid, where
+    # thresholds near 1 (the block threshold) cannot be placed and photos tie at the top.
+    graph = onnx.load(str(int8)).graph
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    assert producer["scores"] == "Sigmoid" and producer["cam"] != "DequantizeLinear"
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)
     capsys.readouterr()
     # A negative budget can never be met: the check must refuse with one line.
     assert cli_main(["evaluate", "--model", f"int8={int8}", "--compare", f"fp32={tiny_onnx}", "--manifest",
