@@ -67,12 +67,14 @@ system-deps:
 # zero-training baseline ($(CV)/eval/report.html; the figures for the model card). STAMP_INTO names a
 # model to receive the pooled thresholds and figures. ~30 min a fold on 2 CPU cores for 13,000 photos.
 STAMP_INTO ?=
-# The recipe (`flexguard train --recipe`): ensemble (frozen Lite0/1/2, linear heads; what ships) or
-# finetune (Lite2's last blocks, and its linear probe as a second model to compare).
+# The recipe (`flexguard train --recipe`): ensemble (frozen Lite0/1/2 and heads over their pooled features;
+# what ships) or finetune (Lite2's last blocks, and its linear probe as a second model to compare).
 RECIPE ?= ensemble
+# The ensemble's heads (`flexguard train --heads`): mlp (one two-layer network; what ships) or linear.
+HEADS ?= mlp
 crossval: $(VENV)/.installed-test
 	@for fold in $(FOLDS); do \
-		$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --out $(CV)/fold-$$fold --val-fold $$fold $(SPLIT) && \
+		$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --heads $(HEADS) --out $(CV)/fold-$$fold --val-fold $$fold $(SPLIT) && \
 		$(FLEXGUARD) export --checkpoint $(CV)/fold-$$fold/checkpoint.pt --out $(CV)/fold-$$fold/flexguard.onnx && \
 		if [ -f $(CV)/fold-$$fold/probe.pt ]; then $(FLEXGUARD) export --checkpoint $(CV)/fold-$$fold/probe.pt \
 			--name linear-probe --out $(CV)/fold-$$fold/linear-probe.onnx; fi || exit 1; \
@@ -90,7 +92,7 @@ crossval: $(VENV)/.installed-test
 # About 3 hours on 2 CPU cores for 13,000 photos (6 trainings). Not part of `make test`.
 MAX_INT8_AUC_DROP ?= 0.005
 model: $(VENV)/.installed-test
-	$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --all --out $(RUN)
+	$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --heads $(HEADS) --all --out $(RUN)
 	$(FLEXGUARD) export --checkpoint $(RUN)/checkpoint.pt --out $(RUN)/flexguard.onnx
 	$(MAKE) crossval STAMP_INTO=$(RUN)/flexguard.onnx
 	$(FLEXGUARD) quantize --model $(RUN)/flexguard.onnx --manifest $(DATA) --out $(RUN)/flexguard-int8.onnx $(SPLIT)

@@ -319,15 +319,16 @@ def test_training_on_every_photo_then_stamping_cross_validation(tiny_manifest, t
 MAP_MEAN_TOLERANCE = 0.25  # logit units: bilinear resizing of two 8 x 8 maps onto 9 x 9 moves their means a little
 
 
-def test_the_ensemble_recipe_trains_exports_and_serves_its_heads(tiny_manifest, tmp_path):
-    """Frozen Lite0/1/2 with linear heads: the exported file gives the scores of the fitted heads, its map's
-    spatial mean is the logit (to within resizing the backbones' maps to one grid), and PyTorch and
-    onnxruntime agree."""
+@pytest.mark.parametrize("heads", ["mlp", "linear"])
+def test_the_ensemble_recipe_trains_exports_and_serves_its_heads(tiny_manifest, tmp_path, heads):
+    """Frozen Lite0/1/2 with either kind of heads: the exported file gives the scores of the fitted heads
+    written out by hand, its map's spatial mean is the logit (to within resizing the backbones' maps to one
+    grid), and PyTorch and onnxruntime agree."""
     from flexguard.training.ensemble import features
 
     run = tmp_path / "ensemble"
-    assert cli_main(["train", str(tiny_manifest), "--recipe", "ensemble", "--out", str(run), "--cache-dir",
-                     str(tmp_path / "cache"), "--workers", "1"]) == 0
+    assert cli_main(["train", str(tiny_manifest), "--recipe", "ensemble", "--heads", heads, "--out", str(run),
+                     "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]) == 0
     model = run / "flexguard.onnx"
     assert cli_main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(model)]) == 0
     net, checkpoint = load_checkpoint(run / "checkpoint.pt")
@@ -338,9 +339,50 @@ def test_the_ensemble_recipe_trains_exports_and_serves_its_heads(tiny_manifest, 
         torch_scores, torch_cams = (t.numpy() for t in net(torch.from_numpy(batch)))
     onnx_scores, onnx_cams = engine.run(batch)
     assert np.abs(torch_scores - onnx_scores).max() <= PARITY_TOLERANCE
+    assert np.abs(torch_cams - onnx_cams).max() <= PARITY_TOLERANCE * 10
     logits = np.log(onnx_scores / (1 - onnx_scores))
     assert np.abs(onnx_cams.mean(axis=(2, 3)) - logits).max() <= MAP_MEAN_TOLERANCE
     # The same as the heads on the cached pooled features (the training side's view of the photos).
-    pooled = features(photos, engine.info.preprocess, tmp_path / "cache", workers=1)
-    expected = 1 / (1 + np.exp(-(pooled @ checkpoint["weight"].numpy().T + checkpoint["bias"].numpy())))
-    assert np.abs(expected - onnx_scores).max() <= PARITY_TOLERANCE * 10
+    pooled = torch.from_numpy(features(photos, engine.info.preprocess, tmp_path / "cache", workers=1))
+    fitted = checkpoint["heads"]
+    if heads == "mlp":
+        hidden = torch.nn.functional.gelu(pooled @ fitted["w1"].T + fitted["b1"])
+        expected = torch.sigmoid(hidden @ fitted["w2"].T + fitted["b2"])
+    else:
+        expected = torch.sigmoid(pooled @ fitted["weight"].T + fitted["bias"])
+    assert np.abs(expected.numpy() - onnx_scores).max() <= PARITY_TOLERANCE * 10
+
+
+def test_the_two_layer_heads_evidence_uses_their_exact_gradient():
+    """The maps of the two-layer heads weigh each feature by d logit / d pooled feature: the written-out
+    GELU slope must agree with autograd's, at large and small hidden values alike."""
+    from flexguard.training.ensemble import EnsembleNet
+
+    generator = torch.Generator().manual_seed(0)
+    features_in, hidden, categories = 24, 16, len(CATEGORY_IDS)
+    heads = {"w1": torch.randn(hidden, features_in, generator=generator), "b1": torch.randn(hidden, generator=generator),
+             "w2": torch.randn(categories, hidden, generator=generator), "b2": torch.randn(categories, generator=generator)}
+    net = EnsembleNet({}, heads)
+    pooled = 2 * torch.randn(3, features_in, generator=generator, dtype=torch.float32)
+    _, slopes = net._logits_and_slopes(pooled)
+    for photo in range(len(pooled)):
+        jacobian = torch.autograd.functional.jacobian(lambda x: net._logits_and_slopes(x[None])[0][0], pooled[photo])
+        assert torch.allclose(slopes[photo], jacobian, atol=1e-4)
+
+
+def test_heads_fitted_on_standardised_features_score_raw_ones():
+    """Both kinds of heads fold the standardisation into their weights: on features with large offsets and
+    scales, the returned heads must score the raw features as well as the fit separated them."""
+    from sklearn.metrics import roc_auc_score
+
+    from flexguard.training.ensemble import fit_linear_heads, fit_mlp_heads, head_scores
+
+    rng = np.random.default_rng(0)
+    photos, features_in = 400, 32
+    labels = (rng.random((photos, len(CATEGORY_IDS))) < 0.3).astype(np.float32)
+    signal = np.zeros((photos, features_in))
+    signal[:, :len(CATEGORY_IDS)] = 2 * labels
+    raw = (signal + rng.normal(size=(photos, features_in))) * rng.uniform(10, 100, features_in) + rng.uniform(-500, 500, features_in)
+    for heads in (fit_linear_heads(raw, labels, C=0.01), fit_mlp_heads(raw, labels, seed=0)):
+        scores = head_scores(raw, heads)
+        assert min(roc_auc_score(labels[:, k], scores[:, k]) for k in range(len(CATEGORY_IDS))) > 0.9
