@@ -346,6 +346,10 @@ def test_the_ensemble_recipe_trains_exports_and_serves_its_heads(tiny_manifest, 
     pooled = torch.from_numpy(features(photos, engine.info.preprocess, tmp_path / "cache", workers=1))
     fitted = checkpoint["heads"]
     if heads == "mlp":
+        # The first layer's weights are stored once: the scores and the evidence maps share them.
+        first_layer_size = fitted["w1"].numel()
+        stored = [t for t in onnx.load(str(model)).graph.initializer if int(np.prod(t.dims)) == first_layer_size]
+        assert len(stored) == 1
         hidden = torch.nn.functional.gelu(pooled @ fitted["w1"].T + fitted["b1"])
         expected = torch.sigmoid(hidden @ fitted["w2"].T + fitted["b2"])
     else:

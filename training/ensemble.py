@@ -116,10 +116,12 @@ class EnsembleNet(nn.Module):
 
     def _logits_and_slopes(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The heads' logits (N, C) and their gradient with respect to the pooled features (N, C, F)."""
+        # ``linear`` multiplies by the weights as they are stored (a Gemm on export): writing ``pooled @ w1.T``
+        # would make the exporter fold a transposed copy of w1 (7.9 MB) beside the one the slopes use.
         if not self.two_layer:
-            return pooled @ self.weight.T + self.bias, self.weight.expand(pooled.shape[0], -1, -1)
-        hidden = pooled @ self.w1.T + self.b1
-        logits = nn.functional.gelu(hidden) @ self.w2.T + self.b2
+            return nn.functional.linear(pooled, self.weight, self.bias), self.weight.expand(pooled.shape[0], -1, -1)
+        hidden = nn.functional.linear(pooled, self.w1, self.b1)
+        logits = nn.functional.linear(nn.functional.gelu(hidden), self.w2, self.b2)
         # d logits / d pooled = w2 . diag(gelu'(hidden)) . w1, per photo.
         return logits, (self.w2[None] * _gelu_slope(hidden)[:, None, :]) @ self.w1
 
