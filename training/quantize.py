@@ -5,10 +5,10 @@ quantisation with onnxruntime's own tools keeps its accuracy while cutting CPU t
 photos come from the *training* side of the split, never from validation, and pass through the one
 preprocessing spec. The quantised file keeps the original's metadata, so it describes itself too.
 
-Only the networks are quantised; what comes after their last convolution (pooling, the linear heads,
-the sigmoid, the evidence maps) stays in float. Quantised, the scores sat on a 1/255 grid, so the block
+Only the networks are quantised; what comes after their last convolution (pooling, the heads, the
+sigmoid, the evidence maps) stays in float. Quantised, the scores sat on a 1/255 grid, so the block
 threshold (0.9943) could only fall at 254/255 and photos tied at the top; it costs nothing measurable,
-as the heads are a few thousand multiply-adds against the networks' hundreds of millions.
+as the heads are a few million multiply-adds against the networks' hundreds of millions.
 """
 
 from __future__ import annotations
