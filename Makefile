@@ -13,6 +13,9 @@ DATA ?= ../shared/flexdata $(sort $(wildcard datasets/batches/*/manifest.csv))
 RUN ?= runs/model
 CV ?= runs/cv
 FOLDS ?= 0 1 2 3 4
+# Each model file's scores by photo (`flexguard evaluate --score-cache`): crossval-int8 compares against
+# the fp32 fold models that crossval already scored, and reads their scores instead of running them again.
+SCORE_CACHE ?= .cache/flexguard/scores
 # Validation by unseen source (datasets/README.md): each fold holds whole sources. Two sources are
 # collections of separate makes or brands, split by group as the holdout guard splits them.
 SPLIT ?= --by source --keep-subgroups StuartWaller/watch-classifier-all-content --keep-subgroups fmejbah/car_dataset1
@@ -81,7 +84,7 @@ crossval: $(VENV)/.installed-test
 			--name linear-probe --out $(CV)/fold-$$fold/linear-probe.onnx; fi || exit 1; \
 	done
 	$(FLEXGUARD) export --baseline --out $(CV)/imagenet-zero-training.onnx
-	$(FLEXGUARD) evaluate --split folds $(SPLIT) --manifest $(DATA) --out $(CV)/eval \
+	$(FLEXGUARD) evaluate --split folds $(SPLIT) --manifest $(DATA) --out $(CV)/eval --score-cache $(SCORE_CACHE) \
 		--model 'flexguard=$(CV)/fold-{fold}/flexguard.onnx' \
 		$(if $(filter finetune,$(RECIPE)),--compare 'linear-probe=$(CV)/fold-{fold}/linear-probe.onnx') \
 		--compare imagenet-zero-training=$(CV)/imagenet-zero-training.onnx \
@@ -99,7 +102,7 @@ crossval-int8: $(VENV)/.installed-test
 		$(FLEXGUARD) quantize --model $(CV)/fold-$$fold/flexguard.onnx --manifest $(DATA) \
 			--out $(CV)/fold-$$fold/flexguard-int8.onnx --val-fold $$fold $(SPLIT) || exit 1; \
 	done
-	$(FLEXGUARD) evaluate --split folds $(SPLIT) --manifest $(DATA) --out $(CV)/eval-int8 \
+	$(FLEXGUARD) evaluate --split folds $(SPLIT) --manifest $(DATA) --out $(CV)/eval-int8 --score-cache $(SCORE_CACHE) \
 		--model 'flexguard-int8=$(CV)/fold-{fold}/flexguard-int8.onnx' --compare 'flexguard=$(CV)/fold-{fold}/flexguard.onnx' \
 		--max-auc-drop $(MAX_INT8_AUC_DROP) $(if $(STAMP_INTO),--stamp-into $(STAMP_INTO))
 

@@ -110,7 +110,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     manifest = load_manifests(args.manifest)
     files = evaluate(models, primary=next(iter(models)), manifest=manifest, split=args.split, out_dir=args.out,
                      split_options=_split_options(args),
-                     notes=args.note, thresholds=args.thresholds)
+                     notes=args.note, thresholds=args.thresholds, score_cache=args.score_cache)
     print(f"report: {files.markdown}\n        {files.html}\nmetrics: {files.metrics}")
     primary, primary_path = next(iter(models.items()))
     if args.max_auc_drop is not None:
@@ -288,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stamp-into", type=Path, metavar="PATH",
                           help="write the first model's thresholds and metrics from this evaluation into PATH instead: "
                                "with --split folds, the model trained on all the data")
+    evaluate.add_argument("--score-cache", type=Path, metavar="DIR",
+                          help="keep every model file's scores by photo in DIR and reuse them, so that the same file is "
+                               "never run twice on the same photo (`make model` scores each fold's model twice); "
+                               "default: no cache, every photo scored afresh")
     evaluate.add_argument("--max-auc-drop", type=float, metavar="DROP",
                           help="fail (exit 2) if the first model's ROC-AUC is more than DROP below the first --compare model's")
     _add_split_arguments(evaluate)

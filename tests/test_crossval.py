@@ -121,3 +121,52 @@ def test_stamping_thresholds_that_were_kept_is_refused(manifest, tiny_model_path
     assert main(["evaluate", "--manifest", str(manifest), "--out", str(tmp_path / "r"), "--split", "all",
                  "--model", str(tiny_model_path), "--thresholds", "stamped", "--stamp"]) == USER_ERROR
     assert "nothing new to stamp" in capsys.readouterr().err
+
+
+def test_a_score_cache_runs_each_model_file_once_per_photo(manifest, fold_models, tiny_model_path, tmp_path):
+    """`make model` scores each fold's fp32 model in crossval and again as crossval-int8's reference."""
+    cache = tmp_path / "scores"
+    first = tmp_path / "first"
+    assert evaluate(manifest, first, "--model", f"cv={fold_models}/fold-{{fold}}/m.onnx", "--score-cache", str(cache)) == 0
+    # The four identical fold files share one entry; the blind fold's has its own.
+    files = sorted(cache.glob("scores-*.npz"))
+    assert len(files) == 2
+    # Proof that a second run reads the cache rather than the model: every cached score set to one value
+    # leaves nothing to rank, so the seeing folds drop from ROC-AUC 1.0 to chance.
+    for path in files:
+        with np.load(path) as stored:
+            photos, scores = stored["photos"], stored["scores"]
+        np.savez(path, photos=photos, scores=np.full_like(scores, 0.5))
+    second = tmp_path / "second"
+    assert evaluate(manifest, second, "--model", f"cv={fold_models}/fold-{{fold}}/m.onnx", "--score-cache", str(cache)) == 0
+    mean_auc = json.loads((second / "metrics.json").read_text())["models"]["cv"]["folds"]["mean"]["roc_auc"]
+    assert mean_auc == 0.5
+    # Without the cache every photo is scored again.
+    fresh = tmp_path / "fresh"
+    assert evaluate(manifest, fresh, "--model", f"cv={fold_models}/fold-{{fold}}/m.onnx") == 0
+    assert json.loads((fresh / "metrics.json").read_text())["models"]["cv"]["folds"]["mean"]["roc_auc"] > mean_auc
+
+
+def test_the_score_cache_scores_only_photos_it_has_not_seen(tiny_model_path, tmp_path):
+    from flexguard.training.score_cache import ScoreCache
+
+    photos = []
+    for index, data in enumerate((red_photo(), grey_photo())):
+        photos.append(tmp_path / f"p{index}.png")
+        photos[-1].write_bytes(data)
+    asked: list[list[int]] = []
+
+    def compute(indices: list[int]) -> np.ndarray:
+        asked.append(indices)
+        return np.array(indices, dtype=np.float32).reshape(-1, 1)
+
+    folder = tmp_path / "cache"
+    assert ScoreCache(folder, tiny_model_path).scores(photos[:1], compute).tolist() == [[0.0]]
+    assert ScoreCache(folder, tiny_model_path).scores(photos, compute).tolist() == [[0.0], [1.0]]
+    assert ScoreCache(folder, tiny_model_path).scores(photos[::-1], compute).tolist() == [[1.0], [0.0]]
+    assert asked == [[0], [1]]
+    assert ScoreCache(folder, tiny_model_path).scores([], compute).shape == (0, 1)
+    # Any other bytes make another model file, with a cache of its own.
+    other = tmp_path / "other.onnx"
+    other.write_bytes(tiny_model_path.read_bytes() + b"\0")
+    assert ScoreCache(folder, other).path != ScoreCache(folder, tiny_model_path).path

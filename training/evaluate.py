@@ -29,6 +29,7 @@ from flexguard.inference.engine import Engine, ImageError
 
 from .metrics import choose_thresholds, flex_mask, fold_figures, overall_risk
 from .report import EvalResult, ReportFiles, write_report
+from .score_cache import ScoreCache
 
 SCORE_BATCH = 32
 SPLITS = ("group", "random", "all", "folds")
@@ -63,9 +64,16 @@ def select_split(manifest: Manifest, split: str, split_options: dict) -> tuple[M
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
 
 
-def score_manifest(engine: Engine, manifest: Manifest, desc: str) -> np.ndarray:
-    """Per-category scores (N, C) for every photo, decoding in threads while the model runs batches."""
+def score_manifest(engine: Engine, manifest: Manifest, desc: str, cache: ScoreCache | None = None) -> np.ndarray:
+    """Per-category scores (N, C) for every photo; those ``cache`` holds for this model are not scored again."""
     paths = [r.path for r in manifest.records]
+    if cache is None:
+        return _score_paths(engine, paths, manifest, desc)
+    return cache.scores(paths, lambda missing: _score_paths(engine, [paths[i] for i in missing], manifest, desc))
+
+
+def _score_paths(engine: Engine, paths: list[Path], manifest: Manifest, desc: str) -> np.ndarray:
+    """Scores for ``paths`` (photos of ``manifest``), decoding in threads while the model runs batches."""
     scores = np.zeros((len(paths), len(engine.info.category_ids)), dtype=np.float32)
     with ThreadPoolExecutor() as pool, tqdm(total=len(paths), desc=desc, unit="photo") as progress:
         for start in range(0, len(paths), SCORE_BATCH):
@@ -88,26 +96,28 @@ def evaluate(
     split_options: dict | None = None,
     notes: list[str] | None = None,
     thresholds: str = "chosen",
+    score_cache: Path | None = None,
 ) -> ReportFiles:
     """Score ``manifest``'s split with each model and write ``report.md``, ``report.html`` and ``metrics.json``.
 
     ``split_options``: ``group_split``'s keyword arguments (default: fold 0 of 5 by group, seed 0).
     ``thresholds``: "chosen" on these photos, or each model's "stamped" ones (not with folds, whose
     models each carry their own fold's thresholds).
+    ``score_cache``: a folder of scores by model file and photo (``score_cache.py``); None scores every photo.
     """
     if thresholds not in THRESHOLD_SOURCES:
         raise ValueError(f"thresholds must be one of {THRESHOLD_SOURCES}, not {thresholds!r}")
     if split == "folds":
         if thresholds != "chosen":
             raise ValueError("cross-validation chooses its thresholds on the pooled out-of-fold scores")
-        return _evaluate_folds(models, primary, manifest, out_dir, split_options or {}, notes or [])
+        return _evaluate_folds(models, primary, manifest, out_dir, split_options or {}, notes or [], score_cache)
     subset, description = select_split(manifest, split, split_options or {})
     labels = subset.labels()
     paths = [str(r.path) for r in subset.records]
     results = []
     for name, path in models.items():
         engine = Engine(path)
-        scores = score_manifest(engine, subset, desc=f"scoring with {name}")
+        scores = score_manifest(engine, subset, f"scoring with {name}", _cache_for(score_cache, path))
         chosen = engine.info.thresholds if thresholds == "stamped" else choose_thresholds(flex_mask(labels), overall_risk(scores))
         results.append(EvalResult.evaluate(name, labels, scores, chosen, paths, subset.sources(), subset.hard_negatives()))
     all_notes = [f"Photos: {len(subset)} ({description}).", f"Data manifest sha256: {manifest.sha256}.", *(notes or [])]
@@ -115,8 +125,12 @@ def evaluate(
                         thresholds_stamped=thresholds == "stamped")
 
 
+def _cache_for(folder: Path | None, model: Path) -> ScoreCache | None:
+    return None if folder is None else ScoreCache(folder, model)
+
+
 def _evaluate_folds(models: dict[str, Path], primary: str, manifest: Manifest, out_dir: Path, split_options: dict,
-                    notes: list[str]) -> ReportFiles:
+                    notes: list[str], score_cache: Path | None) -> ReportFiles:
     """Cross-validation: every fold scored by its own model, the out-of-fold scores pooled."""
     options = {**DEFAULT_SPLIT_OPTIONS, **split_options}
     n_folds = options["n_folds"]
@@ -130,8 +144,9 @@ def _evaluate_folds(models: dict[str, Path], primary: str, manifest: Manifest, o
         scores = np.zeros(labels.shape, dtype=np.float32)
         for fold in range(n_folds):
             members = np.flatnonzero(fold_of == fold)
-            engine = Engine(model_for_fold(template, fold))
-            scores[members] = score_manifest(engine, subset.subset(members), desc=f"{name}, fold {fold}")
+            path = model_for_fold(template, fold)
+            scores[members] = score_manifest(Engine(path), subset.subset(members), f"{name}, fold {fold}",
+                                             _cache_for(score_cache, path))
         thresholds = choose_thresholds(flex_mask(labels), overall_risk(scores))
         result = EvalResult.evaluate(name, labels, scores, thresholds, [str(r.path) for r in subset.records],
                                      subset.sources(), subset.hard_negatives())
