@@ -21,16 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-HASH_CHUNK_BYTES = 1 << 20  # reads a 57 MB model file in 57 steps, not at once
 KEY_CHARS = 16  # 64 bits of the model's sha256 name its file: collisions are out of reach for a cache
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class ScoreCache:
