@@ -96,7 +96,7 @@ crossval: $(VENV)/.installed-test
 # ROC-AUC against the same folds in fp32. Why its own: INT8 scores run a little hotter. On fold 0, fp32's
 # 5% threshold flagged 5.5% of ordinary photos and 10.0% of look-alikes through the INT8 copy, against
 # 5.0% and 8.8% through fp32 (models/MODEL_CARD.md, INT8). The fp32 reference comes from crossval's scores in
-# $(SCORE_CACHE); the INT8 pass over 29,597 photos took about 6 minutes on 2 cores (79 photos/s).
+# $(SCORE_CACHE); the INT8 pass over 32,852 photos took about 7 minutes on 2 cores (78 photos/s).
 MAX_INT8_AUC_DROP ?= 0.005
 crossval-int8: $(VENV)/.installed-test
 	@for fold in $(FOLDS); do \
@@ -110,7 +110,7 @@ crossval-int8: $(VENV)/.installed-test
 # The model that ships: trained on every photo of $(DATA), with the thresholds and figures of the
 # cross-validation above stamped into it, quantised to INT8 with its own cross-validated thresholds
 # (shipped only if INT8 loses at most $(MAX_INT8_AUC_DROP) ROC-AUC out of fold), and copied over the
-# shipped models. 34 minutes on 2 CPU cores for 29,597 photos with the feature cache warm.
+# shipped models. 34 minutes on 2 quiet CPU cores for 29,597 photos with the feature cache warm (models/MODEL_CARD.md).
 # Not part of `make test`.
 model: $(VENV)/.installed-test
 	$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --heads $(HEADS) --all --out $(RUN)
