@@ -71,7 +71,7 @@ system-deps:
 # model to receive the pooled thresholds and figures. The ensemble: about 20 minutes on 2 CPU cores for
 # 21,926 photos with the feature cache warm (finetune: about 30 minutes a fold for 13,000 photos).
 STAMP_INTO ?=
-# The recipe (`flexguard train --recipe`): ensemble (frozen Lite0/1/2 and heads over their pooled features;
+# The recipe (`flexguard train --recipe`): ensemble (frozen Lite0 at 384 px and Lite2 at 260, heads over their pooled features;
 # what ships) or finetune (Lite2's last blocks, and its linear probe as a second model to compare).
 RECIPE ?= ensemble
 # The ensemble's heads (`flexguard train --heads`): mlp (one two-layer network; what ships) or linear.

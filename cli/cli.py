@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
                        help="ship the average of the fine-tuned and linear-probe branches (default: on)")
     train.add_argument("--recipe", choices=("finetune", "ensemble"), default="finetune",
-                       help="finetune: Lite2's last blocks fine-tuned (default); ensemble: frozen Lite0, Lite1 and Lite2 "
-                            "and heads over their pooled features (training/ensemble.py says why; minutes once the features "
+                       help="finetune: Lite2's last blocks fine-tuned (default); ensemble: frozen Lite0 at 384 px and Lite2 at 260, "
+                            "heads over their pooled features (training/ensemble.py says why; minutes once the features "
                             "are cached)")
     train.add_argument("--heads", choices=("mlp", "linear"), default="mlp",
                        help="ensemble: one two-layer network for all categories (default; out of fold by unseen source "

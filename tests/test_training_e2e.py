@@ -316,12 +316,16 @@ def test_training_on_every_photo_then_stamping_cross_validation(tiny_manifest, t
     assert stamped["folds"]["mean"]["roc_auc"] is not None and len(stamped["folds"]["per_fold"]) == 2
 
 
-MAP_MEAN_TOLERANCE = 0.25  # logit units: bilinear resizing of two 8 x 8 maps onto 9 x 9 moves their means a little
+# Logit units. Each map cell sums 2,560 features times their slopes, and PyTorch and onnxruntime add them
+# in different orders (and with different thread counts from test to test): measured up to 0.0018 on maps
+# whose cells reach +-2.5, i.e. float32 noise of about 1e-3 relative, where the scores agree to 1e-4.
+ENSEMBLE_MAP_PARITY_TOLERANCE = 0.005
+MAP_MEAN_TOLERANCE = 0.25  # logit units: bilinear resizing of a 9 x 9 map onto 12 x 12 moves its mean a little
 
 
 @pytest.mark.parametrize("heads", ["mlp", "linear"])
 def test_the_ensemble_recipe_trains_exports_and_serves_its_heads(tiny_manifest, tmp_path, heads):
-    """Frozen Lite0/1/2 with either kind of heads: the exported file gives the scores of the fitted heads
+    """Frozen Lite0 (at 384 px) and Lite2 (shrunk to 260 inside the graph) with either kind of heads: the exported file gives the scores of the fitted heads
     written out by hand, its map's spatial mean is the logit (to within resizing the backbones' maps to one
     grid), and PyTorch and onnxruntime agree."""
     from flexguard.training.ensemble import features
@@ -339,7 +343,7 @@ def test_the_ensemble_recipe_trains_exports_and_serves_its_heads(tiny_manifest, 
         torch_scores, torch_cams = (t.numpy() for t in net(torch.from_numpy(batch)))
     onnx_scores, onnx_cams = engine.run(batch)
     assert np.abs(torch_scores - onnx_scores).max() <= PARITY_TOLERANCE
-    assert np.abs(torch_cams - onnx_cams).max() <= PARITY_TOLERANCE * 10
+    assert np.abs(torch_cams - onnx_cams).max() <= ENSEMBLE_MAP_PARITY_TOLERANCE
     logits = np.log(onnx_scores / (1 - onnx_scores))
     assert np.abs(onnx_cams.mean(axis=(2, 3)) - logits).max() <= MAP_MEAN_TOLERANCE
     # The same as the heads on the cached pooled features (the training side's view of the photos).
@@ -366,7 +370,7 @@ def test_the_two_layer_heads_evidence_uses_their_exact_gradient():
     features_in, hidden, categories = 24, 16, len(CATEGORY_IDS)
     heads = {"w1": torch.randn(hidden, features_in, generator=generator), "b1": torch.randn(hidden, generator=generator),
              "w2": torch.randn(categories, hidden, generator=generator), "b2": torch.randn(categories, generator=generator)}
-    net = EnsembleNet({}, heads)
+    net = EnsembleNet({}, {}, heads)
     pooled = 2 * torch.randn(3, features_in, generator=generator, dtype=torch.float32)
     _, slopes = net._logits_and_slopes(pooled)
     for photo in range(len(pooled)):

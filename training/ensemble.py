@@ -1,5 +1,5 @@
-"""The ``ensemble`` recipe: frozen ImageNet EfficientNet-Lite0, Lite1 and Lite2, and heads over their
-pooled features: by default one small two-layer network for all categories, or one linear head per category.
+"""The ``ensemble`` recipe: frozen ImageNet EfficientNet-Lite networks (Lite0 at 384 px and Lite2 at 260), and
+heads over their pooled features: by default one small two-layer network for all categories, or one linear head per category.
 
 Why frozen networks (issue #11's study, out-of-fold by unseen source, 5 folds, 14,035 photos, centre crop,
 linear heads, C = 0.01): Lite2 alone reached mean ROC-AUC 0.900 and recall 0.545 at 5% FPR, Lite0 0.901 /
@@ -13,18 +13,38 @@ Why two-layer heads (the same protocol on 21,926 photos, model card): linear hea
 (0.924 / 0.632 at C = 0.003); a hidden layer of 512 GELU units shared by the four categories reached 0.936 /
 0.693, with average precision for bags 0.707 -> 0.730, jewellery and watches 0.774 -> 0.815, travel 0.828 ->
 0.872, and the same share of look-alikes flagged. Categories share the hidden units' combinations of the
-three networks' features (a strap, a logo, a setting), which one linear head per category cannot form. A
+networks' features (a strap, a logo, a setting), which one linear head per category cannot form. A
 second setting (1,024 units, 30 epochs) scored 0.934 / 0.678, so the gain is not one lucky choice. It adds
 about 10 M multiply-adds per photo (the hidden layer, and the gradient for the evidence maps), nothing
-beside the three networks' hundreds of millions.
+beside the networks' hundreds of millions.
 
 Evidence maps: for linear heads, applying the head at every position of each backbone's feature map gives
 class-activation maps whose means are the backbones' shares of the logit, as in ``backbone.CamHead``. For
 the two-layer heads the same is done with the heads' gradient at the photo's pooled features (the linear
 head that agrees with them there), and the rest of the logit is spread evenly, so the map's mean is still
-the logit. Resized to one grid and summed, they are the evidence map. All three networks run on the one
-input spec (260 px, letterboxed, ``(x-127)/128``). The standardisation the heads were fitted on is folded
-into their first weights.
+the logit. Resized to one grid and summed, they are the evidence map. The standardisation the heads were
+fitted on is folded into their first weights.
+
+Why Lite0 at 384 px and Lite2 at 260, without Lite1 (issue #11's study, session 11: the shipped two-layer
+heads out of fold by unseen source, the same 5 folds, 29,597 photos): logos, monograms and dials are a few
+pixels wide at 260 px, and the stored photos are 384 px on their longest side. Mean ROC-AUC / recall at 5%
+FPR, with the networks' multiply-adds per photo:
+
+    Lite0 + Lite1 + Lite2 at 260 (shipped before)   2.02 G   0.940 / 0.706
+    Lite0 at 384 + Lite1 + Lite2 at 260             2.65 G   0.944 / 0.727
+    Lite0 at 384 + Lite2 at 260 (this)              1.99 G   0.944 / 0.722
+    Lite0 at 260 + Lite2 at 384                     2.20 G   0.943 / 0.712
+    Lite0 and Lite2 both at 384                     2.82 G   0.948 / 0.737
+
+The larger input does for Lite0 what Lite1 did, for Lite1's cost (1.13 G for Lite0 at 384 against 0.51 at
+260, and Lite1's 0.66 saved). Both at 384 gains most, but 40% more multiply-adds would take 12 MP HTTP
+throughput past the issue's 20% line, where the shipped model already stood (docs/performance.md).
+
+One input, many sizes: the photo is letterboxed once onto the largest network's canvas (the model's input
+spec: 384 px, ``(x-127)/128``), and a network that runs smaller gets the canvas shrunk inside the graph with
+an antialiased (triangle-filter) resize, Pillow's own BILINEAR. Every client keeps one preprocessing spec,
+and the letterbox's placement, a fraction of the side, is the same at every size, so the evidence boxes
+still line up.
 """
 
 from __future__ import annotations
@@ -35,7 +55,7 @@ import math
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +69,16 @@ from flexguard.models.metadata import overall_risk
 from flexguard.models.preprocessing import PreprocessSpec, preprocess_file
 
 from .backbone import FEATURE_CHANNELS
+from .export import ONNX_OPSET
 from .features import bounded_map
 from .metrics import choose_thresholds
 from .train import NO_VALIDATION, _validation_figures, start_run
 
 RECIPE = "ensemble"
-BACKBONES = ("lite0", "lite1", "lite2")
+# Each network's input side in pixels (the docstring says why these). The model's input is the largest.
+BACKBONE_SIZES = {"lite0": 384, "lite2": 260}
+CANVAS_SIZE = max(BACKBONE_SIZES.values())
+ONNX_INT64 = 7  # TensorProto.INT64, the type Resize wants its sizes in
 # The two-layer heads' settings, all from the study above (out of fold by unseen source): 512 hidden units
 # (1,024 with 30 epochs was no better), dropout 0.2 on the features and 0.5 on the hidden units (the heads
 # see 11,520 numbers per photo from ~17,500 training photos and overfit without it), AdamW with weight
@@ -84,15 +108,43 @@ def load_backbone(name: str) -> EfficientNet:
     return EfficientNet.from_pretrained(f"efficientnet-{name}", weights_path=weights).eval()
 
 
-class PooledFeatures(nn.Module):
-    """Image (N, 3, S, S) -> every backbone's globally pooled features, side by side (N, 1280 x backbones)."""
+def _antialiased_resize_to_onnx(g, image, output_size, align_corners, scale_factors):
+    """ONNX for ``interpolate(mode="bilinear", antialias=True)``, which torch's exporter lacks: opset 18's
+    Resize with ``antialias``. ``exclude_outside`` drops the filter's taps beyond the border and renormalises,
+    as PyTorch and Pillow do; without it the border pixels differ by up to 9 grey levels."""
+    zero, two = (g.op("Constant", value_t=torch.tensor([i])) for i in (0, 2))
+    sizes = g.op("Concat", g.op("Slice", g.op("Shape", image), zero, two), g.op("Cast", output_size, to_i=ONNX_INT64), axis_i=0)
+    unused = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+    return g.op("Resize", image, unused, unused, sizes, mode_s="linear", antialias_i=1, exclude_outside_i=1,
+                coordinate_transformation_mode_s="half_pixel")
 
-    def __init__(self, backbones: dict[str, EfficientNet]):
+
+torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _antialiased_resize_to_onnx, ONNX_OPSET)
+
+
+class SizedBackbones(nn.Module):
+    """Each network with its input side: runs them on one letterboxed canvas, shrinking it for the smaller ones."""
+
+    def __init__(self, backbones: dict[str, EfficientNet], sizes: dict[str, int]):
         super().__init__()
         self.backbones = nn.ModuleDict(backbones)
+        self.sizes = dict(sizes)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.cat([net.extract_features(image).mean(dim=(2, 3)) for net in self.backbones.values()], dim=1)
+    def feature_maps(self, canvas: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for name, net in self.backbones.items():
+            size = self.sizes[name]
+            image = canvas if canvas.shape[-1] == size else nn.functional.interpolate(
+                canvas, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            maps.append(net.extract_features(image))
+        return maps
+
+
+class PooledFeatures(SizedBackbones):
+    """Canvas (N, 3, S, S) -> every backbone's globally pooled features, side by side (N, 1280 x backbones)."""
+
+    def forward(self, canvas: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fmap.mean(dim=(2, 3)) for fmap in self.feature_maps(canvas)], dim=1)
 
 
 def _gelu_slope(z: torch.Tensor) -> torch.Tensor:
@@ -102,16 +154,15 @@ def _gelu_slope(z: torch.Tensor) -> torch.Tensor:
     return cdf + z * density
 
 
-class EnsembleNet(nn.Module):
-    """Image -> (scores (N, C), logit maps (N, C, h, w)): the exported graph of the ensemble recipe.
+class EnsembleNet(SizedBackbones):
+    """Canvas -> (scores (N, C), logit maps (N, C, h, w)): the exported graph of the ensemble recipe.
 
     ``heads`` holds either ``weight`` (C, F) and ``bias`` (C,) (linear heads) or ``w1`` (H, F), ``b1`` (H,),
     ``w2`` (C, H) and ``b2`` (C,) (two-layer heads), all on raw pooled features.
     """
 
-    def __init__(self, backbones: dict[str, EfficientNet], heads: dict[str, torch.Tensor]):
-        super().__init__()
-        self.backbones = nn.ModuleDict(backbones)
+    def __init__(self, backbones: dict[str, EfficientNet], sizes: dict[str, int], heads: dict[str, torch.Tensor]):
+        super().__init__(backbones, sizes)
         self.two_layer = "w1" in heads
         for name, tensor in heads.items():
             self.register_buffer(name, tensor.float())
@@ -127,13 +178,13 @@ class EnsembleNet(nn.Module):
         # d logits / d pooled = w2 . diag(gelu'(hidden)) . w1, per photo.
         return logits, (self.w2[None] * _gelu_slope(hidden)[:, None, :]) @ self.w1
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature_maps = [net.extract_features(image) for net in self.backbones.values()]
+    def forward(self, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_maps = self.feature_maps(canvas)
         logits, slopes = self._logits_and_slopes(torch.cat([m.mean(dim=(2, 3)) for m in feature_maps], dim=1))
         # Each backbone's map is its features weighed by its slice of the gradient; their means sum to the
         # gradient times the pooled features, and the rest of the logit (the bias, for linear heads, which
-        # makes the maps exact) is added evenly. The maps differ in size (at 260 px Lite0 and Lite1 give
-        # 8 x 8, Lite2 9 x 9), so they are resized to the largest before they are summed into the evidence
+        # makes the maps exact) is added evenly. The maps differ in size (Lite0 at 384 px gives 12 x 12,
+        # Lite2 at 260 9 x 9), so they are resized to the largest before they are summed into the evidence
         # map, whose mean is then the logit to within the resize.
         channels = [m.shape[1] for m in feature_maps]
         maps = [torch.einsum("nfhw,ncf->nchw", fmap, slope)
@@ -145,7 +196,8 @@ class EnsembleNet(nn.Module):
 
 
 def _cache_key(spec: PreprocessSpec) -> str:
-    return hashlib.sha256(json.dumps({"backbones": BACKBONES, "spec": spec.to_dict()}, sort_keys=True).encode()).hexdigest()[:16]
+    described = {"backbones": BACKBONE_SIZES, "spec": spec.to_dict()}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _photo_key(path: Path) -> str:
@@ -153,11 +205,12 @@ def _photo_key(path: Path) -> str:
 
 
 def features(paths: list[Path], spec: PreprocessSpec, cache_dir: Path, workers: int) -> np.ndarray:
-    """Pooled features (N, 1280 x backbones) of every photo, computed once per photo's bytes and cached."""
+    """Pooled features (N, 1280 x backbones) of every photo on ``spec``'s canvas, computed once per photo's
+    bytes and cached."""
     folder = cache_dir / f"ensemble-{_cache_key(spec)}"
     folder.mkdir(parents=True, exist_ok=True)
     keys = [_photo_key(path) for path in paths]
-    out = np.zeros((len(paths), FEATURE_CHANNELS * len(BACKBONES)), dtype=np.float32)
+    out = np.zeros((len(paths), FEATURE_CHANNELS * len(BACKBONE_SIZES)), dtype=np.float32)
     missing = []
     for index, key in enumerate(keys):
         cached = folder / f"{key}.npy"
@@ -169,10 +222,10 @@ def features(paths: list[Path], spec: PreprocessSpec, cache_dir: Path, workers: 
         return out
     with tempfile.TemporaryDirectory() as scratch:
         model_path = Path(scratch) / "pooled.onnx"
-        pooled = PooledFeatures({name: load_backbone(name) for name in BACKBONES}).eval()
+        pooled = PooledFeatures({name: load_backbone(name) for name in BACKBONE_SIZES}, BACKBONE_SIZES).eval()
         torch.onnx.export(pooled, torch.zeros(1, 3, spec.size, spec.size), str(model_path), dynamo=False,
                           input_names=["image"], output_names=["features"],
-                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=17)
+                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=ONNX_OPSET)
         options = ort.SessionOptions()
         options.intra_op_num_threads = workers
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
@@ -252,13 +305,15 @@ def head_scores(X: np.ndarray, heads: dict[str, np.ndarray]) -> np.ndarray:
     """The heads' scores (N, C) on raw pooled features, as the exported graph computes them."""
     with torch.no_grad():
         pooled = torch.from_numpy(np.asarray(X, dtype=np.float32))
-        logits, _ = EnsembleNet({}, {k: torch.from_numpy(np.asarray(v)) for k, v in heads.items()})._logits_and_slopes(pooled)
+        logits, _ = EnsembleNet({}, {}, {k: torch.from_numpy(np.asarray(v)) for k, v in heads.items()})._logits_and_slopes(pooled)
         return torch.sigmoid(logits).numpy()
 
 
 def train(config) -> Path:
     """The ensemble recipe under ``flexguard train``'s config: writes ``checkpoint.pt`` (and ``config.json``)."""
     started = time.time()
+    # The networks' canvas is the recipe's, whatever the fine-tuning recipe's default says; the framing stays.
+    config = replace(config, spec=replace(config.spec, size=CANVAS_SIZE))
     out_dir, manifest, train_idx, val_idx = start_run(config)
     X = features([r.path for r in manifest.records], config.spec, Path(config.cache_dir), config.workers)
     labels = manifest.labels()
@@ -272,7 +327,7 @@ def train(config) -> Path:
     print(f"ensemble heads {described}, validation by {config.split_by}: {validation}")
     thresholds = choose_thresholds(labels[check].any(axis=1), overall_risk(check_scores))
     torch.save({
-        "recipe": RECIPE, "backbones": BACKBONES, "heads": {k: torch.from_numpy(v).float() for k, v in heads.items()},
+        "recipe": RECIPE, "backbones": BACKBONE_SIZES, "heads": {k: torch.from_numpy(v).float() for k, v in heads.items()},
         "config": asdict(config), "preprocess": config.spec.to_dict(),
         "manifest_sha256": manifest.sha256, "thresholds": asdict(thresholds), "validation": validation,
     }, out_dir / "checkpoint.pt")
@@ -281,6 +336,10 @@ def train(config) -> Path:
 
 
 def net_from_checkpoint(checkpoint: dict) -> EnsembleNet:
-    # Checkpoints before the two-layer heads kept the linear heads' tensors at the top level.
+    # Checkpoints before the two-layer heads kept the linear heads' tensors at the top level, and those
+    # before per-network sizes listed the networks' names, all run at the input spec's size.
     heads = checkpoint.get("heads") or {"weight": checkpoint["weight"], "bias": checkpoint["bias"]}
-    return EnsembleNet({name: load_backbone(name) for name in checkpoint["backbones"]}, heads).eval()
+    sizes = checkpoint["backbones"]
+    if not isinstance(sizes, dict):
+        sizes = dict.fromkeys(sizes, checkpoint["preprocess"]["size"])
+    return EnsembleNet({name: load_backbone(name) for name in sizes}, sizes, heads).eval()

@@ -27,7 +27,8 @@ from flexguard.models.taxonomy import CATEGORIES, CATEGORY_IDS
 
 from .backbone import INPUT_SPEC, FlexguardNet, ImageNetBaseline
 
-ONNX_OPSET = 17
+# 18: the first with Resize's antialias, which the ensemble's in-graph shrinking needs (training/ensemble.py).
+ONNX_OPSET = 18
 
 # ImageNet-1k classes (torchvision's index order) that stand for each category in the zero-training
 # baseline. ImageNet has no wristwatch or resort class, so the nearest ones are used.

@@ -80,7 +80,7 @@ class TrainConfig:
     tune_from_block: int = DEFAULT_TUNE_FROM_BLOCK
     # Ship the average of the fine-tuned and the linear-probe branches (see FlexguardNet).
     anchored: bool = True
-    # "finetune" (this module) or "ensemble" (frozen Lite0/1/2 and heads over them: training/ensemble.py).
+    # "finetune" (this module) or "ensemble" (frozen Lite0 and Lite2 and heads over them: training/ensemble.py).
     recipe: str = "finetune"
     heads: str = "mlp"  # the ensemble's heads: "mlp" (one two-layer network) or "linear" (one per category)
     heads_c: float = 0.01  # the ensemble's linear heads' inverse L2 strength
