@@ -37,8 +37,10 @@ FPR, with the networks' multiply-adds per photo:
     Lite0 and Lite2 both at 384                     2.82 G   0.948 / 0.737
 
 The larger input does for Lite0 what Lite1 did, for Lite1's cost (1.13 G for Lite0 at 384 against 0.51 at
-260, and Lite1's 0.66 saved). Both at 384 gains most, but 40% more multiply-adds would take 12 MP HTTP
-throughput past the issue's 20% line, where the shipped model already stood (docs/performance.md).
+260, and Lite1's 0.66 saved). Both at 384 gains most, but for 40% more multiply-adds, about 9% fewer 12 MP
+photos a second by the CPU split in docs/performance.md, where the three networks already stood at the
+issue's 20% line. Retrained on 32,852 photos, the same folds: 0.946 / 0.736 against 0.942 / 0.718 for the
+three networks at 260 px, every fold up, and no slower over HTTP (models/MODEL_CARD.md).
 
 One input, many sizes: the photo is letterboxed once onto the largest network's canvas (the model's input
 spec: 384 px, ``(x-127)/128``), and a network that runs smaller gets the canvas shrunk inside the graph with
