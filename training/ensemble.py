@@ -64,6 +64,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from efficientnet_lite_pytorch import EfficientNet
+from onnx import TensorProto
 from torch import nn
 from tqdm import tqdm
 
@@ -80,7 +81,6 @@ RECIPE = "ensemble"
 # Each network's input side in pixels (the docstring says why these). The model's input is the largest.
 BACKBONE_SIZES = {"lite0": 384, "lite2": 260}
 CANVAS_SIZE = max(BACKBONE_SIZES.values())
-ONNX_INT64 = 7  # TensorProto.INT64, the type Resize wants its sizes in
 # The two-layer heads' settings, all from the study above (out of fold by unseen source): 512 hidden units
 # (1,024 with 30 epochs was no better), dropout 0.2 on the features and 0.5 on the hidden units (the heads
 # see 11,520 numbers per photo from ~17,500 training photos and overfit without it), AdamW with weight
@@ -115,7 +115,7 @@ def _antialiased_resize_to_onnx(g, image, output_size, align_corners, scale_fact
     Resize with ``antialias``. ``exclude_outside`` drops the filter's taps beyond the border and renormalises,
     as PyTorch and Pillow do; without it the border pixels differ by up to 9 grey levels."""
     zero, two = (g.op("Constant", value_t=torch.tensor([i])) for i in (0, 2))
-    sizes = g.op("Concat", g.op("Slice", g.op("Shape", image), zero, two), g.op("Cast", output_size, to_i=ONNX_INT64), axis_i=0)
+    sizes = g.op("Concat", g.op("Slice", g.op("Shape", image), zero, two), g.op("Cast", output_size, to_i=TensorProto.INT64), axis_i=0)
     unused = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
     return g.op("Resize", image, unused, unused, sizes, mode_s="linear", antialias_i=1, exclude_outside_i=1,
                 coordinate_transformation_mode_s="half_pixel")
