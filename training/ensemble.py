@@ -37,9 +37,9 @@ FPR, with the networks' multiply-adds per photo:
     Lite0 and Lite2 both at 384                     2.82 G   0.948 / 0.737
 
 The larger input does for Lite0 what Lite1 did, for Lite1's cost (1.13 G for Lite0 at 384 against 0.51 at
-260, and Lite1's 0.66 saved). Both at 384 gains most, but for 40% more multiply-adds, about 9% fewer 12 MP
-photos a second by the CPU split in docs/performance.md, where the three networks already stood at the
-issue's 20% line. Retrained on 32,852 photos, the same folds: 0.946 / 0.736 against 0.942 / 0.718 for the
+260, and Lite1's 0.66 saved). Both at 384 gains most, but for 40% more multiply-adds: measured, 0.714 of
+the single-network model's 12 MP throughput over HTTP (INT8), below the issue's 0.8 line
+(docs/performance.md). Retrained on 32,852 photos, the same folds: 0.946 / 0.736 against 0.942 / 0.718 for the
 three networks at 260 px, every fold up, and no slower over HTTP (models/MODEL_CARD.md).
 
 One input, many sizes: the photo is letterboxed once onto the largest network's canvas (the model's input
