@@ -83,8 +83,9 @@ BACKBONE_SIZES = {"lite0": 384, "lite2": 260}
 CANVAS_SIZE = max(BACKBONE_SIZES.values())
 # The two-layer heads' settings, all from the study above (out of fold by unseen source): 512 hidden units
 # (1,024 with 30 epochs was no better), dropout 0.2 on the features and 0.5 on the hidden units (the heads
-# see 11,520 numbers per photo from ~17,500 training photos and overfit without it), AdamW with weight
-# decay 0.01, one-cycle learning rate peaking at 1e-3 over 20 epochs of batches of 256 (~1,400 steps).
+# see thousands of pooled features per photo, 2,560 now, and were fitted on ~17,500 photos in the study:
+# they overfit without it), AdamW with weight decay 0.01, one-cycle learning rate peaking at 1e-3 over 20
+# epochs of batches of 256 (~1,400 steps).
 MLP_HIDDEN = 512
 MLP_INPUT_DROPOUT = 0.2
 MLP_HIDDEN_DROPOUT = 0.5
