@@ -120,6 +120,15 @@ model: $(VENV)/.installed-test
 	$(MAKE) crossval-int8 STAMP_INTO=$(RUN)/flexguard-int8.onnx
 	cp $(RUN)/flexguard.onnx $(RUN)/flexguard-int8.onnx models/
 
+# A fresh checkout has the gathered batches' manifests but not their photos (kept out of git): this makes
+# them again from the sources' snapshots under MIRROR (what the search tool's `fetch` brings), each checked
+# against its recorded hash, and lists the sources still to fetch in $(RESTORE_TODO) (datasets/README.md).
+MIRROR ?= /work/.mirror
+RESTORE_TODO ?= runs/to-fetch.tsv
+.PHONY: restore
+restore: $(VENV)/.installed-serve
+	$(FLEXGUARD) data restore --mirror $(MIRROR) --missing-sources $(RESTORE_TODO)
+
 # Known advisories in the installed packages (pip-audit against PyPI's advisory data; needs the
 # network, so it is not part of `make test`; see SECURITY.md).
 .PHONY: audit

@@ -13,6 +13,10 @@ from pathlib import Path
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "flexdata"
 DEFAULT_WORK = Path(".cache") / "candidates"
 DEFAULT_SHEETS = Path("runs") / "sheets"
+# Where `fetch` puts snapshots on the data team's machines.
+DEFAULT_MIRROR = Path("/work/.mirror")
+# Enough names to act on from the terminal; --missing-sources lists them all.
+RESTORE_SOURCES_SHOWN = 10
 
 
 def _references(args: argparse.Namespace) -> list[Path]:
@@ -57,6 +61,24 @@ def _cmd_relabel(args: argparse.Namespace) -> None:
     print(f"relabelled {count} in {args.batch} as {args.category}")
 
 
+def _cmd_restore(args: argparse.Namespace) -> None:
+    from flexguard.datasets import restore
+
+    report = restore.restore(args.mirror, args.batches)
+    print(f"restored {report.restored} photos; {report.present} were already there; {report.missing} still missing")
+    if report.not_fetched:
+        print(f"{sum(report.not_fetched.values())} photos from {len(report.not_fetched)} sources not under {args.mirror}, "
+              f"most first: " + ", ".join(f"{s} ({n})" for s, n in report.not_fetched.most_common(RESTORE_SOURCES_SHOWN)))
+    for reason, photos in (("not in the snapshot", report.not_in_snapshot), ("not the labelled photo", report.changed)):
+        if photos:
+            print(f"{len(photos)} {reason}: " + "; ".join(photos[:RESTORE_SOURCES_SHOWN]))
+    if args.missing_sources:
+        args.missing_sources.parent.mkdir(parents=True, exist_ok=True)
+        args.missing_sources.write_text("".join(f"{s}\t{n}\n" for s, n in report.not_fetched.most_common()),
+                                        encoding="utf-8")
+        print(f"sources to fetch, most photos first: {args.missing_sources}")
+
+
 def _cmd_sheets(args: argparse.Namespace) -> None:
     from flexguard.datasets import gather
 
@@ -66,7 +88,7 @@ def _cmd_sheets(args: argparse.Namespace) -> None:
 
 def add_parser(commands: argparse._SubParsersAction, run) -> None:
     data = commands.add_parser(
-        "data", help="gather labelled photo batches (candidates, add, remove, relabel, sheets)",
+        "data", help="gather labelled photo batches (candidates, add, remove, relabel, sheets, restore)",
         description="Gather photos from public sources into datasets/batches/<batch>/ with provenance, "
                     "near-duplicate checks and the holdout guard. Labelling rules: datasets/LABELLING.md.")
     data.set_defaults(func=run)
@@ -111,3 +133,11 @@ def add_parser(commands: argparse._SubParsersAction, run) -> None:
     sheets.add_argument("--out", type=Path, default=DEFAULT_SHEETS, help=f"folder (default: {DEFAULT_SHEETS})")
     sheets.add_argument("--model", type=Path, help="sort each label's photos by this ONNX model's risk (highest first), "
                                                    "captioned with it, so mislabelled photos stand out")
+
+    restoring = step("restore", "make a batch's missing photos again from its sources' snapshots, by the manifest's "
+                                "provenance (commit, path), checked against the recorded hash", _cmd_restore)
+    restoring.add_argument("batches", nargs="*", metavar="batch", help="batch names (default: every batch)")
+    restoring.add_argument("--mirror", type=Path, default=DEFAULT_MIRROR,
+                           help=f"folder of fetched snapshots, <owner+name>/repo (default: {DEFAULT_MIRROR})")
+    restoring.add_argument("--missing-sources", type=Path,
+                           help="write the sources still to fetch here, one 'OWNER/NAME<tab>photos' per line, most first")

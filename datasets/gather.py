@@ -17,6 +17,7 @@ A batch is ``datasets/batches/<batch>/manifest.csv`` (committed: labels and prov
 ``images/`` beside it (git-ignored: most sources carry no licence to redistribute, so the photos stay
 out of the repository, as ``../shared/flexdata``'s do). The manifest has flexdata's columns plus
 ``source_commit`` and ``dhash``, and loads with :func:`flexguard.datasets.load_manifest`.
+``restore.py`` makes a checkout's missing photos again from that provenance.
 
 A little over 300 lines: the three steps share the batch's layout and its crash-safe writes, and
 read best together.

@@ -60,6 +60,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 # Enough missing files to see the pattern (a wrong folder, a renamed batch) without a wall of text.
 MISSING_FILES_SHOWN = 3
+# A manifest with this column is a gathered batch, whose photos are kept out of git and can be made again.
+PROVENANCE_COLUMN = "source_commit"
 # Column errors point at the header row, the CSV's first line.
 HEADER_LINE = 1
 
@@ -278,9 +280,11 @@ def _read_manifest_file(
     if not records:
         raise ManifestError(f"{file}: empty manifest (no rows after the header)")
     if missing:
+        hint = (" (a gathered batch keeps its photos out of git: `flexguard data restore` makes them again "
+                "from the sources' snapshots)" if PROVENANCE_COLUMN in header else "")
         raise ManifestError(
             f"{file}: {len(missing)} of {len(records)} image files missing, first: "
-            + "; ".join(missing[:MISSING_FILES_SHOWN])
+            + "; ".join(missing[:MISSING_FILES_SHOWN]) + hint
         )
     return records, file_hash
 

@@ -219,3 +219,58 @@ def test_every_shipped_batch_passes_the_holdout_guard(manifest):
     """No source and no photo of a batch is in the hidden evaluation set (photos: where they are present)."""
     result = subprocess.run([sys.executable, str(REAL_GUARD), "manifest", str(manifest)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_restore_makes_missing_photos_again_from_the_snapshot_and_refuses_a_changed_one(source, tmp_path, capsys):
+    """A fresh checkout has manifests and no photos: restore rebuilds them, the same as `add` stored them,
+    from the recorded commit, and leaves out a photo whose file has since become another photo."""
+    from flexguard.datasets import restore
+
+    found = gather.candidates(SOURCE, source, tmp_path / "work")
+    numbers = {row["source_path"]: int(row["index"]) for row in csv.DictReader((found.folder / "candidates.csv").open())
+               if not row["duplicate_of"]}
+    gather.add("b9-test", found.folder, "designer_bag", [numbers["img/tas-hitam.jpg"]])
+    gather.add("b9-test", found.folder, "ordinary", [numbers["img/ransel.jpg"], numbers["img/copy-of-merah.jpg"]])
+    manifest = gather.BATCHES_DIR / "b9-test" / "manifest.csv"
+    rows = list(csv.DictReader(manifest.open()))
+    stored = {row["source_path"]: (manifest.parent / row["path"]) for row in rows}
+    originals = {path: np.asarray(Image.open(file)) for path, file in stored.items()}
+    for file in stored.values():
+        file.unlink()
+    # The snapshot a later fetch brings: bare, under <mirror>/<owner+name>/repo, with a newer commit where
+    # one photo was replaced by another under the same name, and another deleted.
+    work = source.parent
+    _photo(work / "img/ransel.jpg", (240, 200, 10), stripes=1)
+    (work / "img/tas-hitam.jpg").unlink()
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "commit", "-qam", "new stock"], check=True)
+    mirror = tmp_path / "mirror"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(mirror / gather.source_slug(SOURCE) / "repo")], check=True)
+
+    report = restore.restore(mirror)
+    # At the recorded commit every file is as labelled: all three come back, pixel for pixel as stored.
+    assert (report.restored, report.present, report.missing) == (3, 0, 0)
+    for path, file in stored.items():
+        assert np.abs(np.asarray(Image.open(file), dtype=int) - originals[path]).max() <= 1
+    assert load_manifest(manifest)
+
+    # A snapshot that lacks the recorded commit (a shallow store's newest only): the replaced photo is
+    # refused by its hash, the deleted one is reported, the unchanged one comes back.
+    for file in stored.values():
+        file.unlink()
+    shallow = tmp_path / "shallow" / gather.source_slug(SOURCE) / "repo"
+    subprocess.run(["git", "clone", "-q", "--bare", "--depth", "1", f"file://{work}", str(shallow)], check=True)
+    report = restore.restore(shallow.parent.parent)
+    assert report.restored == 1 and stored["img/copy-of-merah.jpg"].is_file()
+    assert len(report.changed) == 1 and "bits from the labelled photo" in report.changed[0]
+    assert len(report.not_in_snapshot) == 1 and "img/tas-hitam.jpg" in report.not_in_snapshot[0]
+    with pytest.raises(Exception, match="flexguard data restore"):
+        load_manifest(manifest)
+
+    # From the command line, with no snapshot at all: the sources to fetch are named and written down.
+    listing = tmp_path / "to-fetch.tsv"
+    assert main(["data", "restore", "b9-test", "--mirror", str(tmp_path / "empty"), "--missing-sources", str(listing)]) == 0
+    out = capsys.readouterr().out
+    assert "restored 0 photos; 1 were already there; 2 still missing" in out and SOURCE in out
+    assert listing.read_text() == f"{SOURCE}\t2\n"
+    assert main(["data", "restore", "no-such-batch"]) == 2
