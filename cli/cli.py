@@ -57,6 +57,12 @@ def _require_eval_extra() -> None:
         raise UserError("this command needs the evaluation extra: pip install 'flexguard[eval]'") from None
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     _require_training_extra()
     from dataclasses import replace
@@ -71,7 +77,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         split_by=args.by, keep_subgroups=args.keep_subgroups, views=args.views, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, workers=args.workers,
         spec=replace(INPUT_SPEC, resize_mode=args.resize_mode), anchored=args.anchor, recipe=args.recipe,
-        heads=args.heads, heads_c=args.heads_c,
+        heads=args.heads, heads_c=args.heads_c, head_seeds=args.head_seeds,
     )
     train(config)
 
@@ -258,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--heads", choices=("mlp", "linear"), default="mlp",
                        help="ensemble: one two-layer network for all categories (default; out of fold by unseen source "
                             "0.936 ROC-AUC against 0.920) or one logistic regression per category")
+    train.add_argument("--head-seeds", type=_at_least_one, default=1, metavar="N",
+                       help="ensemble, two-layer heads: fit N of them from successive seeds and average their logits, "
+                            "as one wider layer in the same graph (default: 1)")
     train.add_argument("--heads-c", type=float, default=0.01,
                        help="ensemble, linear heads: their inverse L2 strength on standardised features (default: 0.01)")
     train.add_argument("--all", action="store_true",

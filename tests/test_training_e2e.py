@@ -394,3 +394,25 @@ def test_heads_fitted_on_standardised_features_score_raw_ones():
     for heads in (fit_linear_heads(raw, labels, C=0.01), fit_mlp_heads(raw, labels, seed=0)):
         scores = head_scores(raw, heads)
         assert min(roc_auc_score(labels[:, k], scores[:, k]) for k in range(len(CATEGORY_IDS))) > 0.9
+
+
+def test_seed_averaged_heads_are_one_wider_network_whose_logits_are_the_mean_of_each_seeds():
+    """--head-seeds N fits N heads from successive seeds and writes them as one layer N times as wide:
+    its logits must be exactly the mean of the N heads' own logits, in the graph the export runs."""
+    from flexguard.training.ensemble import MLP_HIDDEN, fit_mlp_heads, head_scores
+
+    rng = np.random.default_rng(1)
+    photos, features_in = 300, 24
+    labels = (rng.random((photos, len(CATEGORY_IDS))) < 0.3).astype(np.float32)
+    raw = rng.normal(size=(photos, features_in)) * 50 + labels @ rng.normal(size=(len(CATEGORY_IDS), features_in)) * 40
+    averaged = fit_mlp_heads(raw, labels, seed=3, seeds=3)
+    assert averaged["w1"].shape == (3 * MLP_HIDDEN, features_in) and averaged["w2"].shape == (len(CATEGORY_IDS), 3 * MLP_HIDDEN)
+    singles = [fit_mlp_heads(raw, labels, seed=seed) for seed in (3, 4, 5)]
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
+    expected = np.mean([logit(head_scores(raw, heads).astype(np.float64)) for heads in singles], axis=0)
+    np.testing.assert_allclose(logit(head_scores(raw, averaged).astype(np.float64)), expected, atol=2e-3)
+    # The seeds differ, so the average is not any one of them.
+    assert np.abs(logit(head_scores(raw, singles[0]).astype(np.float64)) - expected).max() > 0.01

@@ -42,6 +42,14 @@ the single-network model's 12 MP throughput over HTTP (INT8), below the issue's 
 (docs/performance.md). Retrained on 32,852 photos, the same folds: 0.946 / 0.736 against 0.942 / 0.718 for the
 three networks at 260 px, every fold up, and no slower over HTTP (models/MODEL_CARD.md).
 
+Why ``--head-seeds`` (issue #11's head study, session 13: the shipped features of 36,020 photos, the same 5
+folds): three two-layer heads fitted from successive seeds, their logits averaged, scored 0.948 / 0.745
+against 0.947 / 0.739 for one, with every category's average precision up (bags 0.702 -> 0.710); on the
+20,643 photos of a partly restored checkout (session 14), each fold's figure rose too (models/MODEL_CARD.md).
+One head's fit depends on its seed (dropout, order, initial weights) by about as much as the gain; the
+average smooths that out. Written as one layer three times as wide, the graph keeps its shape, for 10 MB
+more float weights in the file and about 20 M more multiply-adds per photo (1% of the networks').
+
 One input, many sizes: the photo is letterboxed once onto the largest network's canvas (the model's input
 spec: 384 px, ``(x-127)/128``), and a network that runs smaller gets the canvas shrunk inside the graph with
 an antialiased (triangle-filter) resize, Pillow's own BILINEAR. Every client keeps one preprocessing spec,
@@ -272,16 +280,33 @@ def fit_linear_heads(X: np.ndarray, labels: np.ndarray, C: float) -> dict[str, n
     return {"weight": weight, "bias": bias}
 
 
-def fit_mlp_heads(X: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """One two-layer network for all categories (settings above) on standardised features, each category's
-    positives and negatives weighed equally; returns ``w1``, ``b1``, ``w2``, ``b2`` on the *raw* features."""
-    torch.manual_seed(seed)
+def fit_mlp_heads(X: np.ndarray, labels: np.ndarray, seed: int, seeds: int = 1) -> dict[str, np.ndarray]:
+    """Two-layer heads for all categories (settings above) on standardised features, each category's
+    positives and negatives weighed equally; returns ``w1``, ``b1``, ``w2``, ``b2`` on the *raw* features.
+
+    With ``seeds`` > 1, that many networks are fitted from seeds ``seed``, ``seed + 1``, ... and their
+    logits averaged, written as one network with their hidden layers side by side (``seeds`` x
+    MLP_HIDDEN units) and the second layer divided by ``seeds``: the exported graph keeps its shape.
+    """
     mean, std = _standardisation(X)
     inputs = torch.from_numpy(((X - mean) / std).astype(np.float32))
     targets = torch.from_numpy(labels.astype(np.float32))
     weights = torch.from_numpy(_balanced_weights(labels).astype(np.float32))
-    net = nn.Sequential(nn.Dropout(MLP_INPUT_DROPOUT), nn.Linear(X.shape[1], MLP_HIDDEN), nn.GELU(),
-                        nn.Dropout(MLP_HIDDEN_DROPOUT), nn.Linear(MLP_HIDDEN, labels.shape[1]))
+    fitted = [_fit_mlp(inputs, targets, weights, seed + offset) for offset in range(seeds)]
+    w1 = np.concatenate([first.weight.detach().double().numpy() for first, _ in fitted])
+    b1 = np.concatenate([first.bias.detach().double().numpy() for first, _ in fitted])
+    return {
+        "w1": w1 / std, "b1": b1 - (w1 * mean / std).sum(axis=1),
+        "w2": np.concatenate([second.weight.detach().double().numpy() for _, second in fitted], axis=1) / seeds,
+        "b2": np.mean([second.bias.detach().double().numpy() for _, second in fitted], axis=0),
+    }
+
+
+def _fit_mlp(inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, seed: int) -> tuple[nn.Linear, nn.Linear]:
+    """One two-layer network on standardised features; returns its two linear layers."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Dropout(MLP_INPUT_DROPOUT), nn.Linear(inputs.shape[1], MLP_HIDDEN), nn.GELU(),
+                        nn.Dropout(MLP_HIDDEN_DROPOUT), nn.Linear(MLP_HIDDEN, targets.shape[1]))
     optimiser = torch.optim.AdamW(net.parameters(), lr=MLP_PEAK_LR, weight_decay=MLP_WEIGHT_DECAY)
     steps_per_epoch = math.ceil(len(inputs) / MLP_BATCH)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, MLP_PEAK_LR, total_steps=MLP_EPOCHS * steps_per_epoch)
@@ -296,12 +321,7 @@ def fit_mlp_heads(X: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, np.
             loss.backward()
             optimiser.step()
             schedule.step()
-    first, second = net[1], net[4]
-    w1 = first.weight.detach().double().numpy()
-    return {
-        "w1": w1 / std, "b1": first.bias.detach().double().numpy() - (w1 * mean / std).sum(axis=1),
-        "w2": second.weight.detach().double().numpy(), "b2": second.bias.detach().double().numpy(),
-    }
+    return net[1], net[4]
 
 
 def head_scores(X: np.ndarray, heads: dict[str, np.ndarray]) -> np.ndarray:
@@ -321,7 +341,8 @@ def train(config) -> Path:
     X = features([r.path for r in manifest.records], config.spec, Path(config.cache_dir), config.workers)
     labels = manifest.labels()
     if config.heads == "mlp":
-        heads, described = fit_mlp_heads(X[train_idx], labels[train_idx], config.seed), f"two-layer ({MLP_HIDDEN} hidden)"
+        heads = fit_mlp_heads(X[train_idx], labels[train_idx], config.seed, config.head_seeds)
+        described = f"two-layer ({config.head_seeds} x {MLP_HIDDEN} hidden, logits averaged)"
     else:
         heads, described = fit_linear_heads(X[train_idx], labels[train_idx], config.heads_c), f"linear (C={config.heads_c})"
     check = val_idx if len(val_idx) else train_idx
