@@ -34,6 +34,9 @@ from review_world import World, grey_photo, headers, photo_files, red_photo
 NAME_ID = {category.id: category.name_id for category in CATEGORIES}
 CONCURRENT_REVIEWERS = 8
 RACES = 5
+# Seconds a request over TCP may wait for its answer: generous, since a test asserts what comes back, not how
+# fast (httpx's default, 5 s, timed out here on a photo submission while the machine's 2 cores were busy).
+HTTP_TIMEOUT_S = 60
 WEBHOOK_FAILURES_BEFORE_SUCCESS = 2
 SIGNATURE_TOLERANCE_S = 300
 DELIVERY_WAIT_S = 20.0
@@ -235,14 +238,14 @@ def test_two_reviewers_deciding_at_once_exactly_one_wins(world, tiny_model_path)
     reviewers = [world.review["dinkes"], *extra_reviewers]
     with serving(world.settings(tiny_model_path)) as (base, _):
         for race in range(RACES):
-            sid = httpx.post(f"{base}/v1/submissions", headers=headers(world.submit["dinkes"]),
+            sid = httpx.post(f"{base}/v1/submissions", headers=headers(world.submit["dinkes"]), timeout=HTTP_TIMEOUT_S,
                              files=photo_files(red_photo()), data={"account": f"@race{race}"}).json()["id"]
             barrier = threading.Barrier(len(reviewers))
             statuses: list[int] = []
 
             def decide(index: int, key: str) -> None:
                 verdict = "approve" if index % 2 == 0 else "reject"
-                with httpx.Client(base_url=base, timeout=30) as http:
+                with httpx.Client(base_url=base, timeout=HTTP_TIMEOUT_S) as http:
                     barrier.wait()
                     answer = http.post(f"/v1/submissions/{sid}/{verdict}", headers=headers(key), json={"comment": f"r{index}"})
                 statuses.append(answer.status_code)
@@ -255,7 +258,7 @@ def test_two_reviewers_deciding_at_once_exactly_one_wins(world, tiny_model_path)
             assert sorted(statuses) == [200] + [409] * (len(reviewers) - 1), statuses
             decisions = [a for a in actions(world, sid) if a in ("approved", "rejected")]
             assert len(decisions) == 1
-            final = httpx.get(f"{base}/v1/submissions/{sid}", headers=headers(world.admin)).json()
+            final = httpx.get(f"{base}/v1/submissions/{sid}", headers=headers(world.admin), timeout=HTTP_TIMEOUT_S).json()
             assert final["status"] == decisions[0]
 
 
