@@ -76,11 +76,12 @@ STAMP_INTO ?=
 RECIPE ?= ensemble
 # The ensemble's heads (`flexguard train --heads`): mlp (one two-layer network; what ships) or linear.
 HEADS ?= mlp
-# How many two-layer heads are fitted from successive seeds, their logits averaged (`flexguard train --head-seeds`).
-HEAD_SEEDS ?= 1
+# How many two-layer heads are fitted from successive seeds, their logits averaged (`flexguard train --head-seeds`;
+# empty: its default, 3).
+HEAD_SEEDS ?=
 crossval: $(VENV)/.installed-test
 	@for fold in $(FOLDS); do \
-		$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --heads $(HEADS) --head-seeds $(HEAD_SEEDS) --out $(CV)/fold-$$fold --val-fold $$fold $(SPLIT) && \
+		$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --heads $(HEADS) $(if $(HEAD_SEEDS),--head-seeds $(HEAD_SEEDS)) --out $(CV)/fold-$$fold --val-fold $$fold $(SPLIT) && \
 		$(FLEXGUARD) export --checkpoint $(CV)/fold-$$fold/checkpoint.pt --out $(CV)/fold-$$fold/flexguard.onnx && \
 		if [ -f $(CV)/fold-$$fold/probe.pt ]; then $(FLEXGUARD) export --checkpoint $(CV)/fold-$$fold/probe.pt \
 			--name linear-probe --out $(CV)/fold-$$fold/linear-probe.onnx; fi || exit 1; \
@@ -115,7 +116,7 @@ crossval-int8: $(VENV)/.installed-test
 # shipped models. 34 minutes on 2 quiet CPU cores for 29,597 photos with the feature cache warm (models/MODEL_CARD.md).
 # Not part of `make test`.
 model: $(VENV)/.installed-test
-	$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --heads $(HEADS) --head-seeds $(HEAD_SEEDS) --all --out $(RUN)
+	$(FLEXGUARD) train $(DATA) --recipe $(RECIPE) --heads $(HEADS) $(if $(HEAD_SEEDS),--head-seeds $(HEAD_SEEDS)) --all --out $(RUN)
 	$(FLEXGUARD) export --checkpoint $(RUN)/checkpoint.pt --out $(RUN)/flexguard.onnx
 	$(MAKE) crossval STAMP_INTO=$(RUN)/flexguard.onnx
 	$(FLEXGUARD) quantize --model $(RUN)/flexguard.onnx --manifest $(DATA) --out $(RUN)/flexguard-int8.onnx $(SPLIT)

@@ -42,10 +42,11 @@ the single-network model's 12 MP throughput over HTTP (INT8), below the issue's 
 (docs/performance.md). Retrained on 32,852 photos, the same folds: 0.946 / 0.736 against 0.942 / 0.718 for the
 three networks at 260 px, every fold up, and no slower over HTTP (models/MODEL_CARD.md).
 
-Why ``--head-seeds`` (issue #11's head study, session 13: the shipped features of 36,020 photos, the same 5
-folds): three two-layer heads fitted from successive seeds, their logits averaged, scored 0.948 / 0.745
-against 0.947 / 0.739 for one, with every category's average precision up (bags 0.702 -> 0.710); on the
-20,643 photos of a partly restored checkout (session 14), each fold's figure rose too (models/MODEL_CARD.md).
+Why three heads (``--head-seeds``; issue #11's head study, session 13: the features of 36,020 photos, the
+same 5 folds): three two-layer heads fitted from successive seeds, their logits averaged, scored 0.948 /
+0.745 against 0.947 / 0.739 for one, with every category's average precision up (bags 0.702 -> 0.710).
+Through ``make crossval`` on the 20,643 photos of a partly restored checkout (session 14): 0.931 / 0.678
+against 0.929 / 0.666, every fold up on both, every category's average precision up (models/MODEL_CARD.md).
 One head's fit depends on its seed (dropout, order, initial weights) by about as much as the gain; the
 average smooths that out. Written as one layer three times as wide, the graph keeps its shape, for 10 MB
 more float weights in the file and about 20 M more multiply-adds per photo (1% of the networks').

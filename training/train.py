@@ -84,7 +84,9 @@ class TrainConfig:
     recipe: str = "finetune"
     heads: str = "mlp"  # the ensemble's heads: "mlp" (one two-layer network) or "linear" (one per category)
     heads_c: float = 0.01  # the ensemble's linear heads' inverse L2 strength
-    head_seeds: int = 1  # the ensemble's two-layer heads: how many, fitted from successive seeds, logits averaged
+    # The ensemble's two-layer heads: how many, fitted from successive seeds, logits averaged. Three: out of
+    # fold by unseen source, every fold rose over one head, twice (training/ensemble.py, models/MODEL_CARD.md).
+    head_seeds: int = 3
     spec: PreprocessSpec = INPUT_SPEC
     workers: int = max(1, (os.cpu_count() or 1))
     augment: dict = field(default_factory=lambda: asdict(AugmentConfig()))
