@@ -244,8 +244,7 @@ def candidates(source: str, git_dir: Path, work_dir: Path, *, under: str = "",
         if duplicate_of:
             duplicates += 1
             continue
-        image.thumbnail((STORED_SIDE, STORED_SIDE), Image.LANCZOS)
-        image.save(folder / f"{number}.jpg", quality=STORED_QUALITY)
+        store_photo(image, folder / f"{number}.jpg")
         tiles.append((image, f"{number}  {Path(blob.path).name[:CAPTION_NAME_CHARS]}"))
     with (folder / "candidates.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, CANDIDATE_COLUMNS)
@@ -255,6 +254,12 @@ def candidates(source: str, git_dir: Path, work_dir: Path, *, under: str = "",
                                        encoding="utf-8")
     sheets = draw_sheets(tiles, folder, "sheet-")
     return CandidateSet(folder, len(tiles), small, unreadable, duplicates, license_found, commit, sheets)
+
+
+def store_photo(image: Image.Image, path: Path) -> None:
+    """Shrink ``image`` (in place) to at most STORED_SIDE px and write it as a batch stores its photos."""
+    image.thumbnail((STORED_SIDE, STORED_SIDE), Image.LANCZOS)
+    image.save(path, format="JPEG", quality=STORED_QUALITY)
 
 
 def parse_indices(texts: Iterable[str]) -> list[int]:

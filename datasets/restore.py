@@ -4,8 +4,8 @@ A batch's photos are kept out of git (datasets/gather.py says why), so a fresh c
 a lost disk has manifests and no photos, and ``make model`` cannot train. Each manifest row records
 where its photo came from (``source_repo``, ``source_commit``, ``source_path``) and what it looked like
 (``dhash``, taken when it was gathered). That is enough to make the photo again: read the file out of
-the source's snapshot, check that it is the same photo, and store it as ``add`` did (upright, at most
-``STORED_SIDE`` px, JPEG quality ``STORED_QUALITY``).
+the source's snapshot, check that it is the same photo, and store it as ``add`` did (upright, then
+``gather.store_photo``).
 
 The check matters: a snapshot can be newer than the recorded commit (a shallow store keeps only its
 newest commit), and a file under the same path may since have been replaced. A photo whose hash is
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .gather import STORED_QUALITY, STORED_SIDE, GatherError, _git, _read_rows, batch_dir, batch_manifests, source_slug
+from .gather import GatherError, _git, _read_rows, batch_dir, batch_manifests, source_slug, store_photo
 from .near_duplicates import NEAR_DUPLICATE_BITS, dhash, hamming, open_upright, progress
 
 # Where `fetch` puts a snapshot: <mirror>/<owner+name>/ holding repo/.git (a clone with a work tree)
@@ -68,10 +68,9 @@ def _blob(git_dir: Path, commit: str, path: str) -> bytes | None:
 
 def _store(image: Image.Image, target: Path) -> None:
     """As ``add`` stores a candidate, written beside the target and renamed over: a crash leaves no half file."""
-    image.thumbnail((STORED_SIDE, STORED_SIDE), Image.LANCZOS)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / f".{target.name}.tmp"
-    image.save(partial, format="JPEG", quality=STORED_QUALITY)
+    store_photo(image, partial)
     partial.replace(target)
 
 
