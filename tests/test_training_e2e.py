@@ -169,6 +169,14 @@ def test_export_refuses_missing_checkpoint(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("seeds", ["0", "two", "-1"])
+def test_train_refuses_a_head_count_below_one(tmp_path, capsys, seeds):
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["train", str(tmp_path / "m.csv"), "--recipe", "ensemble", "--head-seeds", seeds])
+    assert stopped.value.code == 2
+    assert "--head-seeds" in capsys.readouterr().err
+
+
 def test_train_refuses_missing_manifest(tmp_path, capsys):
     assert cli_main(["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
