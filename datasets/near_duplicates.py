@@ -28,10 +28,17 @@ NEAR_DUPLICATE_BITS = 12
 
 
 def open_upright(data: bytes | Path) -> Image.Image:
-    """A photo's first frame, EXIF orientation applied, as RGB (HEIC too, whatever its file is called)."""
+    """A photo's first frame, EXIF orientation applied, as RGB (HEIC too, whatever its file is called).
+
+    Transparency is dropped, each pixel keeping its own colour, as every batch photo has been stored:
+    ``restore`` remakes them from this, so it stays. Pillow drops it too, but warns for every palette
+    photo whose transparency is a table of bytes, hundreds of times over a restore's progress bar.
+    """
     with open_image(data) as image:
         image.seek(0)
-        return ImageOps.exif_transpose(image).convert("RGB")
+        upright = ImageOps.exif_transpose(image)
+        upright.info.pop("transparency", None)
+        return upright.convert("RGB")
 
 
 def dhash(image: Image.Image) -> np.ndarray:

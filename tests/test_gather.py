@@ -274,3 +274,21 @@ def test_restore_makes_missing_photos_again_from_the_snapshot_and_refuses_a_chan
     assert "restored 0 photos; 1 were already there; 2 still missing" in out and SOURCE in out
     assert listing.read_text() == f"{SOURCE}\t2\n"
     assert main(["data", "restore", "no-such-batch"]) == 2
+
+
+def test_a_palette_photo_with_a_byte_table_of_transparency_opens_as_pillow_drops_it_without_warning(tmp_path, recwarn):
+    from flexguard.datasets.near_duplicates import open_upright
+
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)
+    palette = Image.fromarray(pixels, "L").convert("P")
+    path = tmp_path / "cut-out.png"
+    palette.save(path, transparency=bytes([0] * 10 + [255] * 246))  # the first ten colours transparent
+    assert isinstance(Image.open(path).info["transparency"], bytes)
+    with pytest.warns(UserWarning, match="Transparency expressed in bytes"):
+        as_pillow_drops_it = np.asarray(Image.open(path).convert("RGB"))
+    recwarn.clear()
+
+    opened = open_upright(path)
+
+    assert np.array_equal(np.asarray(opened), as_pillow_drops_it)
+    assert not [w for w in recwarn if "Transparency" in str(w.message)]
