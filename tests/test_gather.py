@@ -18,6 +18,7 @@ from PIL import Image
 from flexguard.cli import main
 from flexguard.datasets import gather, load_manifest
 from flexguard.datasets.contact_sheets import SHEET_COLUMNS, SHEET_ROWS
+from flexguard.datasets.near_duplicates import open_upright
 
 SOURCE = "someone/toko-tas"
 HIDDEN = "hidden/set"
@@ -277,8 +278,6 @@ def test_restore_makes_missing_photos_again_from_the_snapshot_and_refuses_a_chan
 
 
 def test_a_palette_photo_with_a_byte_table_of_transparency_opens_as_pillow_drops_it_without_warning(tmp_path, recwarn):
-    from flexguard.datasets.near_duplicates import open_upright
-
     pixels = np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)
     palette = Image.fromarray(pixels, "L").convert("P")
     path = tmp_path / "cut-out.png"
